@@ -1,0 +1,152 @@
+"""Parsed flags -> noisy_student_tf.config objects. The only place that interprets FLAGS."""
+
+from absl import logging
+
+from flags.main_flags import NO_EFFECT_FLAGS, NOT_YET_FLAGS
+from noisy_student_tf.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from noisy_student_tf.data import digits, pipeline, task_info
+from noisy_student_tf.errors import UserInputError
+from noisy_student_tf.models import MODEL_PARAMS
+
+MODES = ("train", "eval", "train_and_eval", "predict")
+
+# --task_name=digits: values used for flags the user did not pass, so that
+# `main.py --task_name=digits --mode=train_and_eval --model_dir=DIR` is a complete run of a few
+# minutes on 2 CPU cores. The model is B0 scaled to width/depth 0.5 (676k parameters): full B0 at
+# 32px trains at ~70 images/s here, too slow for a default. Chosen on the dev split.
+DIGITS_DEFAULTS = {
+    "width_coefficient": 0.5,
+    "depth_coefficient": 0.5,
+    "train_batch_size": 64,
+    "train_steps": 600,
+    "base_learning_rate": 0.064,
+    "eval_batch_size": 128,
+    "iterations_per_loop": 50,
+    "save_checkpoints_steps": 100,
+    "steps_per_eval": 200,
+}
+
+
+def _present(flag_values, name: str) -> bool:
+    return flag_values[name].present > 0
+
+
+def task_defaults(flag_values) -> dict:
+    """Flag name -> value to use where the user did not set the flag."""
+    if flag_values.task_name == "digits":
+        return {k: v for k, v in DIGITS_DEFAULTS.items() if not _present(flag_values, k)}
+    return {}
+
+
+def _check_flags(fv, values: dict) -> None:
+    if values["mode"] not in MODES:
+        raise UserInputError(f"--mode={values['mode']!r}; expected one of {', '.join(MODES)}")
+    if values["model_name"] not in MODEL_PARAMS:
+        raise UserInputError(
+            f"--model_name={values['model_name']!r}; expected one of {', '.join(MODEL_PARAMS)}")
+    if values["task_name"] not in task_info.TASKS:
+        raise UserInputError(
+            f"--task_name={values['task_name']!r}; expected one of {', '.join(task_info.TASKS)}")
+    if values["num_label_classes"] < 2:
+        raise UserInputError(
+            f"--num_label_classes={values['num_label_classes']} must be at least 2")
+    for name in ("train_batch_size", "eval_batch_size", "iterations_per_loop",
+                 "save_checkpoints_steps", "keep_checkpoint_max"):
+        if values[name] < 1:
+            raise UserInputError(f"--{name}={values[name]} must be at least 1")
+    if not 0 < values["label_data_sample_prob"] <= 1:
+        raise UserInputError(
+            f"--label_data_sample_prob={values['label_data_sample_prob']} must be in (0, 1]")
+    if values["train_steps"] < 1 or values["train_ratio"] <= 0:
+        raise UserInputError("--train_steps and --train_ratio must be positive")
+    if not values["model_dir"]:
+        raise UserInputError("--model_dir is required")
+    for name, what in NOT_YET_FLAGS.items():
+        if values[name] != fv[name].default:
+            raise UserInputError(
+                f"--{name}={values[name]!r} is accepted for compatibility but not implemented "
+                f"yet ({what})")
+    if values["mode"] == "predict":
+        raise UserInputError("--mode=predict is not implemented yet (prediction tools, issue 5)")
+    for name in NO_EFFECT_FLAGS:
+        if values[name] != fv[name].default:
+            logging.warning("--%s=%r has no effect in this port (TPU-only or cosmetic upstream "
+                            "flag; see WORKSPACE.md)", name, values[name])
+    if values["data_format"] != "channels_last":
+        raise UserInputError("--data_format=channels_first is not supported (channels_last only)")
+
+
+def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
+    """Builds the RunConfig from parsed absl FlagValues `fv`.
+
+    Applies upstream's task forcing (svhn/digits: 32x32, small-image model, 10 classes), this
+    port's digits defaults, and counts images from the records when neither a flag nor the task
+    gives them. Raises UserInputError on bad values.
+    """
+    values = {name: fv[name].value for name in fv}
+    values.update(task_defaults(fv))
+    _check_flags(fv, values)
+    info = task_info.get_task_info(values["task_name"])
+
+    image_size = values["input_image_size"]
+    small = values["small_image_model"]
+    num_classes = values["num_label_classes"]
+    if info.small_image:  # upstream main(): svhn forces 32x32, small_image_model, 10 classes
+        image_size, small, num_classes = 32, True, info.num_classes
+    if image_size is None:
+        image_size = MODEL_PARAMS[values["model_name"]][2]
+
+    label_dir = values["label_data_dir"]
+    if values["task_name"] == "digits" and not label_dir:
+        label_dir = digits.prepare(values["data_cache_dir"])
+    if not label_dir:
+        raise UserInputError("--label_data_dir is required for --task_name="
+                             f"{values['task_name']}")
+
+    train_files = None
+    num_train = values["num_train_images"] or info.num_train_images
+    if values["mode"] in ("train", "train_and_eval"):
+        train_files = pipeline.train_files(label_dir, values["num_train_shards"])
+        if num_train is None:
+            num_train = pipeline.count_records(train_files)
+            logging.info("Counted %d training images in %d files", num_train, len(train_files))
+        if num_train < 1:
+            raise UserInputError(f"--label_data_dir={label_dir!r}: training files are empty")
+    eval_images = {"dev": values["num_eval_images"] or info.num_eval_images,
+                   "test": values["num_test_images"] or info.num_test_images}
+
+    use_bf16 = values["use_bfloat16"] if _present(fv, "use_bfloat16") else (
+        values["use_bfloat16"] and on_tpu)
+    train_steps = int(values["train_steps"] * values["train_ratio"])
+    last = values["train_last_step_num"]
+    last = None if last == -1 else int(last * values["train_ratio"])
+    model = ModelConfig(
+        model_name=values["model_name"], num_classes=num_classes, image_size=image_size,
+        small_image_model=small, dropout_rate=values["dropout_rate"],
+        stochastic_depth_rate=values["stochastic_depth_rate"],
+        width_coefficient=values["width_coefficient"],
+        depth_coefficient=values["depth_coefficient"],
+    )
+    data = DataConfig(
+        task_name=values["task_name"], label_data_dir=label_dir,
+        num_train_images=num_train or 0, eval_images=eval_images,
+        mean_rgb=info.mean_rgb, stddev_rgb=info.stddev_rgb,
+        flip=info.flip, use_cache=values["use_cache"],
+        num_train_shards=values["num_train_shards"], deterministic=values["deterministic"],
+    )
+    train = TrainConfig(
+        model_dir=values["model_dir"], train_steps=train_steps, train_last_step_num=last,
+        train_ratio=values["train_ratio"], train_batch_size=values["train_batch_size"],
+        eval_batch_size=values["eval_batch_size"],
+        base_learning_rate=values["base_learning_rate"], final_base_lr=values["final_base_lr"],
+        weight_decay=values["weight_decay"], label_smoothing=values["label_smoothing"],
+        moving_average_decay=values["moving_average_decay"],
+        label_data_sample_prob=values["label_data_sample_prob"],
+        iterations_per_loop=values["iterations_per_loop"],
+        save_checkpoints_steps=values["save_checkpoints_steps"],
+        keep_checkpoint_max=values["keep_checkpoint_max"],
+        steps_per_eval=values["steps_per_eval"], skip_host_call=values["skip_host_call"],
+        use_bfloat16=use_bf16, seed=values["seed"],
+    )
+    return RunConfig(model=model, data=data, train=train)
+

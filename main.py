@@ -1,0 +1,128 @@
+"""Train and evaluate EfficientNets as upstream Noisy Student's main.py does.
+
+    python main.py --task_name=digits --mode=train_and_eval --model_dir=/tmp/digits
+
+Kept short on purpose: flags -> config -> strategy -> dispatch on --mode. Everything else lives in
+noisy_student_tf/. Bad input ends in one `main.py: error: ...` line and exit status 2.
+"""
+
+import dataclasses
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+import flags as ns_flags  # noqa: E402  (this repo's flags/ package)
+from flags.config import run_config_from_flags  # noqa: E402
+
+ns_flags.define_main_flags()
+FLAGS = flags.FLAGS
+
+
+def _fail(message: str, code: int = 2) -> None:
+    print(f"main.py: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _prepare_model_dir(model_dir: str) -> None:
+    import tensorflow as tf
+
+    from noisy_student_tf.errors import UserInputError
+
+    try:
+        tf.io.gfile.makedirs(model_dir)
+        probe = os.path.join(model_dir, f".write-test-{os.getpid()}")
+        with tf.io.gfile.GFile(probe, "w") as f:
+            f.write("")
+        tf.io.gfile.remove(probe)
+    except (tf.errors.OpError, OSError) as e:
+        raise UserInputError(f"--model_dir={model_dir!r} is not writable ({e})") from None
+
+
+def run() -> None:
+    import tensorflow as tf
+
+    from noisy_student_tf import distribute, io_utils
+    from noisy_student_tf.data import pipeline
+    from noisy_student_tf.errors import UserInputError
+    from noisy_student_tf.train.loop import Trainer
+
+    if FLAGS["use_tpu"].present and FLAGS.use_tpu and not FLAGS.tpu:
+        raise UserInputError("--use_tpu=true needs --tpu naming the TPU (none is given)")
+    if FLAGS.use_tpu and not FLAGS.tpu and not FLAGS["use_tpu"].present:
+        logging.info("use_tpu defaults to True upstream; no --tpu given, running on CPU/GPU")
+    strategy = distribute.get_strategy(FLAGS.strategy, tpu=FLAGS.tpu)
+    on_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
+    cfg = run_config_from_flags(FLAGS, on_tpu=on_tpu)
+    _prepare_model_dir(cfg.train.model_dir)
+    logging.info("Config: %s", cfg)
+
+    d, m, t = cfg.data, cfg.model, cfg.train
+    in_cfg = pipeline.InputConfig(
+        image_size=m.image_size, num_classes=m.num_classes, small_image=m.small_image_model,
+        flip=d.flip, use_cache=d.use_cache, num_train_shards=d.num_train_shards,
+        deterministic=d.deterministic, seed=t.seed,
+    )
+    trainer = Trainer(cfg, strategy)
+
+    def eval_datasets():
+        out = {}
+        for subset, patterns in pipeline.EVAL_PATTERNS.items():
+            files = pipeline.list_files(d.label_data_dir, patterns)
+            if files:
+                out[subset] = pipeline.eval_dataset(files, in_cfg, t.eval_batch_size)
+            else:
+                logging.warning("No %s files (%s) in %s; skipping that subset", subset,
+                                "/".join(patterns), d.label_data_dir)
+        if not out:
+            raise UserInputError(f"--label_data_dir={d.label_data_dir!r} has no dev*, "
+                                 "validation* or test* files to evaluate")
+        return out
+
+    if FLAGS.mode in ("train", "train_and_eval"):
+        io_utils.write_json_atomic(
+            os.path.join(t.model_dir, "FLAGS.json"), FLAGS.flag_values_dict())
+        io_utils.write_json_atomic(
+            os.path.join(t.model_dir, "run_config.json"), dataclasses.asdict(cfg))
+        files = pipeline.train_files(d.label_data_dir, d.num_train_shards)
+        per_replica_batch = t.train_batch_size // strategy.num_replicas_in_sync
+        if per_replica_batch * strategy.num_replicas_in_sync != t.train_batch_size:
+            raise UserInputError(
+                f"--train_batch_size={t.train_batch_size} is not divisible by the "
+                f"{strategy.num_replicas_in_sync} replicas")
+
+        def dataset_fn(ctx):
+            return pipeline.labeled_train_dataset(files, in_cfg, per_replica_batch, ctx)
+
+        eval_fn = None
+        if FLAGS.mode == "train_and_eval":
+            datasets = eval_datasets()
+            eval_fn = lambda step: trainer.evaluate(datasets)  # noqa: E731
+        trainer.train(dataset_fn, eval_fn)
+    elif FLAGS.mode == "eval":
+        trainer.restore(require=True)
+        trainer.evaluate(eval_datasets())
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    import tensorflow as tf
+
+    from noisy_student_tf.errors import UserInputError
+
+    try:
+        run()
+    except UserInputError as e:
+        _fail(str(e))
+    except tf.errors.InvalidArgumentError as e:
+        # Bad records surface here (undecodable image bytes, labels out of range).
+        _fail(f"bad input data: {e.message.strip().splitlines()[0]}", code=1)
+    except FloatingPointError as e:
+        _fail(str(e), code=1)
+
+
+if __name__ == "__main__":
+    app.run(main)

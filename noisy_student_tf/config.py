@@ -1,0 +1,83 @@
+"""Run configuration as frozen dataclasses. Defaults equal upstream main.py's flags.
+
+main.py and the tools turn absl flags into these (flags/config.py); the library never reads FLAGS.
+"""
+
+import dataclasses
+from typing import Optional
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    model_name: str = "efficientnet-b0"
+    num_classes: int = 1000
+    image_size: int = 224
+    small_image_model: bool = False
+    dropout_rate: Optional[float] = None
+    stochastic_depth_rate: Optional[float] = None
+    width_coefficient: Optional[float] = None
+    depth_coefficient: Optional[float] = None
+
+    def build_kwargs(self) -> dict:
+        return dict(
+            num_classes=self.num_classes,
+            dropout_rate=self.dropout_rate,
+            stochastic_depth_rate=self.stochastic_depth_rate,
+            width_coefficient=self.width_coefficient,
+            depth_coefficient=self.depth_coefficient,
+            small_image_model=self.small_image_model,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    task_name: str = "imagenet"
+    label_data_dir: str = ""
+    num_train_images: int = 1281167
+    eval_images: dict = dataclasses.field(default_factory=dict)  # subset -> count or None
+    mean_rgb: tuple = (123.675, 116.28, 103.53)
+    stddev_rgb: tuple = (58.395, 57.12, 57.375)
+    flip: bool = True
+    use_cache: bool = True
+    num_train_shards: Optional[int] = None
+    deterministic: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    model_dir: str = ""
+    train_steps: int = 109474  # after train_ratio
+    train_last_step_num: Optional[int] = None  # after train_ratio; None: train_steps
+    train_ratio: float = 1.0
+    train_batch_size: int = 4096
+    eval_batch_size: int = 8
+    base_learning_rate: float = 0.016
+    final_base_lr: Optional[float] = None
+    weight_decay: float = 1e-5
+    label_smoothing: float = 0.1
+    moving_average_decay: float = 0.9999
+    label_data_sample_prob: float = 1.0
+    iterations_per_loop: int = 1000
+    save_checkpoints_steps: int = 1000
+    keep_checkpoint_max: int = 5
+    steps_per_eval: int = 3000
+    skip_host_call: bool = False
+    use_bfloat16: bool = False
+    seed: int = 0
+
+    @property
+    def last_step(self) -> int:
+        """Training stops when global_step reaches this (upstream: train_last_step_num)."""
+        return self.train_steps if self.train_last_step_num is None else self.train_last_step_num
+
+    @property
+    def start_from_step(self) -> int:
+        """Offset added to global_step in the LR schedule (upstream section 4.4, step 3)."""
+        return self.train_steps - self.last_step
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)

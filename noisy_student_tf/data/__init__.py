@@ -1,0 +1,1 @@
+"""Input: TFRecord formats, task metadata, the embedded digits data, preprocessing, tf.data."""

@@ -1,0 +1,140 @@
+"""tf.data input pipelines over upstream-format TFRecords (../shared/UPSTREAM.md section 5.6)."""
+
+import dataclasses
+from typing import Optional, Sequence
+
+import tensorflow as tf
+
+from noisy_student_tf.data import preprocess, records
+from noisy_student_tf.errors import UserInputError
+
+# upstream data_input.py: interleave cycle 64, 8 MiB read buffer, shuffle 16384 with cache and
+# 1024 without.
+CYCLE_LENGTH = 64
+READ_BUFFER_BYTES = 8 * 1024 * 1024
+CACHED_SHUFFLE_BUFFER = 16384
+SHUFFLE_BUFFER = 1024
+
+TRAIN_PATTERNS = ("train*",)
+# upstream globs dev* and test*; ImageNet-style dirs name their dev split validation*.
+EVAL_PATTERNS = {"dev": ("dev*", "validation*"), "test": ("test*",)}
+
+
+@dataclasses.dataclass(frozen=True)
+class InputConfig:
+    image_size: int
+    num_classes: int
+    small_image: bool = False
+    flip: bool = True
+    use_cache: bool = True
+    num_train_shards: Optional[int] = None
+    deterministic: bool = False
+    seed: int = 0
+
+
+def _split_dirs(data_dirs: str) -> list:
+    return [d for d in data_dirs.split(";") if d]
+
+
+def list_files(data_dirs: str, patterns: Sequence[str], flag: str = "label_data_dir") -> list:
+    """Sorted files matching the first pattern that matches anything, in each `;`-separated dir.
+
+    Returns [] when no pattern matches; raises UserInputError when a directory does not exist.
+    """
+    if not data_dirs:
+        raise UserInputError(f"--{flag} is empty; give the directory of the TFRecord shards")
+    files = []
+    for d in _split_dirs(data_dirs):
+        if not tf.io.gfile.isdir(d):
+            raise UserInputError(f"--{flag}: directory {d!r} does not exist")
+        for pattern in patterns:
+            found = [f for f in tf.io.gfile.glob(tf.io.gfile.join(d, pattern))
+                     if not f.endswith(".tmp")]
+            if found:
+                files.extend(found)
+                break
+    return sorted(files)
+
+
+def train_files(data_dirs: str, num_train_shards: Optional[int] = None) -> list:
+    files = list_files(data_dirs, TRAIN_PATTERNS)
+    if not files:
+        raise UserInputError(
+            f"--label_data_dir={data_dirs!r} has no training files (train*)"
+        )
+    if num_train_shards:
+        files = files[:num_train_shards]
+    return files
+
+
+def count_records(files: Sequence[str]) -> int:
+    """Counts records (used when image counts are not given by flag or task)."""
+    return int(tf.data.TFRecordDataset(list(files)).reduce(tf.constant(0, tf.int64),
+                                                          lambda n, _: n + 1))
+
+
+def _check_label(label, num_classes: int):
+    tf.debugging.assert_greater_equal(
+        label, 0, message="record has a label outside [1, num_label_classes] on disk "
+        "(missing or 0 image/class/label)")
+    tf.debugging.assert_less(
+        label, num_classes,
+        message=f"record has a label above num_label_classes={num_classes}")
+    return label
+
+
+def _read(files, cfg: InputConfig, is_training: bool, input_context=None):
+    ds = tf.data.Dataset.from_tensor_slices(list(files))
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+    if is_training:
+        ds = ds.shuffle(len(files), seed=cfg.seed)
+        if not cfg.use_cache:
+            ds = ds.repeat()
+    ds = ds.interleave(
+        lambda f: tf.data.TFRecordDataset(f, buffer_size=READ_BUFFER_BYTES),
+        cycle_length=min(CYCLE_LENGTH, len(files)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=cfg.deterministic or not is_training,
+    )
+    if is_training:
+        if cfg.use_cache:
+            ds = ds.cache().shuffle(CACHED_SHUFFLE_BUFFER, seed=cfg.seed).repeat()
+        else:
+            ds = ds.shuffle(SHUFFLE_BUFFER, seed=cfg.seed)
+    return ds
+
+
+def labeled_train_dataset(files, cfg: InputConfig, batch_size: int, input_context=None):
+    """Infinite batches {'image': float32 [B, S, S, 3] in [0, 255], 'label': int32 [B]}.
+
+    `batch_size` is per input pipeline (per replica under a strategy).
+    """
+    ds = _read(files, cfg, True, input_context)
+    seeds = tf.data.Dataset.random(seed=cfg.seed).batch(2)
+    ds = tf.data.Dataset.zip((ds, seeds))
+
+    def parse(serialized, seed):
+        ex = records.parse_labeled(serialized)
+        image = preprocess.preprocess_for_train(
+            preprocess.decode(ex["encoded"]), cfg.image_size, cfg.small_image, cfg.flip, seed
+        )
+        return {"image": image, "label": _check_label(ex["label"], cfg.num_classes)}
+
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=cfg.deterministic)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(files, cfg: InputConfig, batch_size: int):
+    """One pass, in file order, keeping the last partial batch (upstream dropped it)."""
+    ds = _read(files, cfg, False)
+
+    def parse(serialized):
+        ex = records.parse_labeled(serialized)
+        image = preprocess.preprocess_for_eval(
+            preprocess.decode(ex["encoded"]), cfg.image_size, cfg.small_image
+        )
+        return {"image": image, "label": _check_label(ex["label"], cfg.num_classes)}
+
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)

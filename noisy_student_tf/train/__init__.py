@@ -1,0 +1,1 @@
+"""Training: upstream's optimizer, schedule, EMA, losses and the custom train/eval loop."""

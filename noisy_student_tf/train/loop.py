@@ -1,0 +1,281 @@
+"""The supervised train / eval loop under a tf.distribute strategy.
+
+One `Trainer` owns the student model, upstream's RMSProp and LR schedule, the EMA shadows, the
+checkpoint manager and the TensorBoard writers. `train()` runs `iterations_per_loop` steps per
+`tf.function` call (upstream's TPU loop), logs, checkpoints and evaluates between calls; rerunning
+with the same model_dir resumes from the latest checkpoint.
+"""
+
+import os
+import time
+from typing import Callable, Optional
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from noisy_student_tf import io_utils
+from noisy_student_tf.config import RunConfig
+from noisy_student_tf.errors import UserInputError
+from noisy_student_tf.models import efficientnet
+from noisy_student_tf.train import ema as ema_lib
+from noisy_student_tf.train import losses, optimizer as opt_lib, schedule as schedule_lib
+
+EVAL_RESULTS = "eval_results.json"
+
+
+def normalize(images, mean_rgb, stddev_rgb):
+    """(x - mean) / std per RGB channel, on the device side (upstream does it in model_fn)."""
+    images = tf.cast(images, tf.float32)
+    return (images - tf.constant(mean_rgb, tf.float32)) / tf.constant(stddev_rgb, tf.float32)
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Trainer:
+    """Builds everything a run needs inside `strategy.scope()`."""
+
+    def __init__(self, cfg: RunConfig, strategy: tf.distribute.Strategy):
+        self.cfg = cfg
+        self.strategy = strategy
+        t, d, m = cfg.train, cfg.data, cfg.model
+        self.steps_per_epoch = d.num_train_images / (
+            t.train_batch_size * t.label_data_sample_prob)
+        decay_epochs = schedule_lib.decay_epochs_for(
+            t.train_ratio, t.final_base_lr, t.base_learning_rate, t.train_steps,
+            t.train_batch_size, d.num_train_images,
+        )
+        scaled_lr = t.base_learning_rate * t.train_batch_size * t.label_data_sample_prob / 256.0
+        self.lr_schedule = schedule_lib.UpstreamLRSchedule(
+            scaled_lr, self.steps_per_epoch, decay_epochs, start_from_step=t.start_from_step
+        )
+        if t.use_bfloat16:
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        with strategy.scope():
+            self.model = efficientnet.build_model(m.model_name, **m.build_kwargs())
+            self.optimizer = opt_lib.TF1RMSprop(learning_rate=self.lr_schedule)
+            self.optimizer.build(self.model.trainable_variables)
+            self.ema = None
+            self.eval_model = self.model
+            if t.moving_average_decay > 0:
+                self.ema = ema_lib.ExponentialMovingAverage(
+                    efficientnet.ema_variables(self.model), t.moving_average_decay
+                )
+                # Evaluation reads the shadows through a second model, so training weights are
+                # never swapped in and out.
+                self.eval_model = efficientnet.build_model(m.model_name, **m.build_kwargs())
+        self._wd_vars = efficientnet.weight_decay_variables(self.model)
+        items = {"model": self.model, "optimizer": self.optimizer}
+        if self.ema is not None:
+            items["ema"] = self.ema
+        self.checkpoint = tf.train.Checkpoint(**items)
+        self.manager = None
+        if t.model_dir:
+            self.manager = tf.train.CheckpointManager(
+                self.checkpoint, t.model_dir, max_to_keep=t.keep_checkpoint_max,
+                checkpoint_name="model.ckpt", step_counter=self.optimizer.iterations,
+            )
+        self._train_writer = None
+        self._eval_writer = None
+        self._eval_step = None
+
+    # ---------------------------------------------------------------- checkpoints
+    @property
+    def global_step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
+    def restore(self, path: Optional[str] = None, require: bool = False) -> Optional[str]:
+        """Restores `path` or the latest checkpoint in model_dir; returns what was restored."""
+        path = path or (self.manager.latest_checkpoint if self.manager else None)
+        if path is None:
+            if require:
+                raise UserInputError(
+                    f"--model_dir={self.cfg.train.model_dir!r} has no checkpoint to evaluate")
+            return None
+        self.checkpoint.restore(path).expect_partial()
+        logging.info("Restored %s (global step %d)", path, self.global_step)
+        return path
+
+    def save(self) -> str:
+        path = self.manager.save(checkpoint_number=self.global_step)
+        logging.info("Saved checkpoint %s", path)
+        return path
+
+    def sync_eval_weights(self) -> None:
+        """Copies the EMA shadows (weights and BN statistics) into the eval model."""
+        if self.ema is not None:
+            self.ema.copy_to(efficientnet.ema_variables(self.eval_model))
+
+    # ---------------------------------------------------------------- steps
+    def _train_step(self, batch):
+        """One replica's step; returns summed-over-replicas metrics."""
+        t, d = self.cfg.train, self.cfg.data
+        num_replicas = self.strategy.num_replicas_in_sync
+        images = normalize(batch["image"], d.mean_rgb, d.stddev_rgb)
+        labels = batch["label"]
+        step = self.optimizer.iterations
+        seed = tf.stack([tf.cast(t.seed, tf.int64), tf.cast(step, tf.int64)])
+        with tf.GradientTape() as tape:
+            logits = tf.cast(self.model(images, training=True), tf.float32)
+            lab_loss = losses.labeled_loss_sum(
+                labels, logits, self.cfg.model.num_classes, t.label_smoothing,
+                t.label_data_sample_prob, seed,
+            ) / t.train_batch_size
+            wd_loss = t.weight_decay * losses.l2_sum(self._wd_vars)
+            # Gradients are summed over replicas: each replica carries 1/num_replicas of the
+            # (replica-independent) weight-decay term.
+            loss = lab_loss + wd_loss / num_replicas
+        grads = tape.gradient(loss, self.model.trainable_variables)
+        self.optimizer.apply(grads, self.model.trainable_variables)
+        if self.ema is not None:
+            self.ema.update(self.optimizer.iterations)
+        probs = tf.nn.softmax(logits)
+        correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
+                          tf.float32)
+        return {
+            "lab/loss": lab_loss,
+            "lab/acc": tf.reduce_sum(correct) / t.train_batch_size,
+            "lab/pred_prob": tf.reduce_sum(tf.reduce_max(probs, -1)) / t.train_batch_size,
+            "train/data_loss": lab_loss,
+            "train/loss": loss,
+        }
+
+    def _make_train_loop(self):
+        keys = ("lab/loss", "lab/acc", "lab/pred_prob", "train/data_loss", "train/loss")
+
+        @tf.function
+        def train_loop(iterator, num_steps):
+            metrics = {k: tf.constant(0.0) for k in keys}
+            for _ in tf.range(num_steps):
+                per_replica = self.strategy.run(self._train_step, args=(next(iterator),))
+                metrics = {
+                    k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[k], axis=None)
+                    for k in keys
+                }
+            return metrics
+
+        return train_loop
+
+    # ---------------------------------------------------------------- train
+    def train(self, dataset_fn: Callable, eval_fn: Optional[Callable] = None) -> int:
+        """Trains until global_step reaches `last_step`; returns the final step.
+
+        Args:
+            dataset_fn: `input_context -> tf.data.Dataset` of per-replica batches.
+            eval_fn: called as eval_fn(step) every `steps_per_eval` steps and at the end.
+        """
+        t = self.cfg.train
+        self.restore()
+        start = self.global_step
+        last = t.last_step
+        if start >= last:
+            logging.info("Already trained to step %d (>= %d); nothing to do", start, last)
+            return start
+        logging.info("Training from step %d to %d (%.1f steps per epoch)", start, last,
+                     self.steps_per_epoch)
+        dist_ds = self.strategy.distribute_datasets_from_function(dataset_fn)
+        iterator = iter(dist_ds)
+        train_loop = self._make_train_loop()
+        writer = self._writer("train")
+        save_every = max(t.save_checkpoints_steps, t.iterations_per_loop)
+        step, t0, t_last = start, time.time(), time.time()
+        while step < last:
+            n = min(t.iterations_per_loop, last - step, save_every - step % save_every)
+            if eval_fn is not None and t.steps_per_eval > 0:
+                n = min(n, t.steps_per_eval - step % t.steps_per_eval)
+            metrics = {k: float(v) for k, v in train_loop(iterator, tf.constant(n)).items()}
+            step = self.global_step
+            if any(v != v or abs(v) == float("inf") for v in metrics.values()):
+                raise FloatingPointError(
+                    f"Loss is NaN or Inf at step {step}: {metrics}; the last good checkpoint "
+                    f"is {self.manager.latest_checkpoint if self.manager else None}")
+            now = time.time()
+            rate = n * t.train_batch_size / max(now - t_last, 1e-9)
+            eta = (last - step) * (now - t0) / max(step - start, 1)
+            t_last = now
+            metrics["train/lr"] = float(self.lr_schedule(step - 1))
+            metrics["train/epoch"] = step / self.steps_per_epoch
+            logging.info(
+                "step %d/%d  loss %.4f  lab/acc %.3f  lr %.2e  %.1f img/s  ETA %s",
+                step, last, metrics["train/loss"], metrics["lab/acc"], metrics["train/lr"],
+                rate, _fmt_duration(eta),
+            )
+            if writer is not None and not t.skip_host_call:
+                with writer.as_default(step=step):
+                    for k, v in metrics.items():
+                        tf.summary.scalar(k, v)
+                    tf.summary.scalar("train/images_per_sec", rate)
+            if self.manager is not None and (step % save_every == 0 or step >= last):
+                self.save()
+            if eval_fn is not None and (
+                step >= last or (t.steps_per_eval > 0 and step % t.steps_per_eval == 0)
+            ):
+                eval_fn(step)
+        if writer is not None:
+            writer.flush()
+        return step
+
+    def _writer(self, name: str):
+        if not self.cfg.train.model_dir:
+            return None
+        if name == "train":
+            if self._train_writer is None:
+                self._train_writer = tf.summary.create_file_writer(self.cfg.train.model_dir)
+            return self._train_writer
+        if self._eval_writer is None:
+            self._eval_writer = tf.summary.create_file_writer(
+                os.path.join(self.cfg.train.model_dir, "eval"))
+        return self._eval_writer
+
+    # ---------------------------------------------------------------- eval
+    def _eval_step_fn(self, batch):
+        """-> [top-1 hits, top-5 hits, images] of one replica's batch."""
+        d, m = self.cfg.data, self.cfg.model
+        images = normalize(batch["image"], d.mean_rgb, d.stddev_rgb)
+        logits = tf.cast(self.eval_model(images, training=False), tf.float32)
+        labels = batch["label"]
+        k = min(5, m.num_classes)
+        return tf.stack([
+            tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32)),
+            tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, k), tf.float32)),
+            tf.cast(tf.shape(labels)[0], tf.float32),
+        ])
+
+    def evaluate(self, datasets: dict) -> dict:
+        """Top-1 / top-5 of the EMA weights on each {subset: dataset}; writes eval_results.json
+        and TensorBoard scalars. Returns {subset: {top_1_accuracy, top_5_accuracy, global_step}}.
+        """
+        self.sync_eval_weights()
+        if self._eval_step is None:
+            self._eval_step = tf.function(self._eval_step_fn, reduce_retracing=True)
+        step = self.global_step
+        results = {}
+        for subset, ds in datasets.items():
+            totals = tf.zeros([3])
+            for batch in self.strategy.experimental_distribute_dataset(ds):
+                per_replica = self.strategy.run(self._eval_step, args=(batch,))
+                totals += self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+            top1, top5, count = (float(x) for x in totals.numpy())
+            if count == 0:
+                raise UserInputError(f"eval subset {subset!r} has no images")
+            results[subset] = {
+                "top_1_accuracy": top1 / count,
+                "top_5_accuracy": top5 / count,
+                "global_step": step,
+                "num_images": int(count),
+            }
+            logging.info("%s, results: %s", subset, results[subset])
+        writer = self._writer("eval")
+        if writer is not None:
+            with writer.as_default(step=step):
+                for subset, r in results.items():
+                    tf.summary.scalar(f"{subset}/top_1_accuracy", r["top_1_accuracy"])
+                    tf.summary.scalar(f"{subset}/top_5_accuracy", r["top_5_accuracy"])
+            writer.flush()
+        if self.cfg.train.model_dir:
+            io_utils.write_json_atomic(
+                os.path.join(self.cfg.train.model_dir, EVAL_RESULTS), results)
+        return results
