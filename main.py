@@ -97,13 +97,22 @@ def run() -> None:
             return pipeline.labeled_train_dataset(files, in_cfg, per_replica_batch, ctx)
 
         eval_fn = None
+        results = {}
         if FLAGS.mode == "train_and_eval":
             datasets = eval_datasets()
-            eval_fn = lambda step: trainer.evaluate(datasets)  # noqa: E731
+            eval_fn = lambda step: results.update(trainer.evaluate(datasets))  # noqa: E731
         trainer.train(dataset_fn, eval_fn)
+        if FLAGS.mode == "train_and_eval" and not results:  # finished earlier: report anyway
+            results = trainer.evaluate(datasets)
     elif FLAGS.mode == "eval":
         trainer.restore(require=True)
-        trainer.evaluate(eval_datasets())
+        results = trainer.evaluate(eval_datasets())
+    if results:
+        print(f"{'subset':<8}{'top-1':>8}{'top-5':>8}{'images':>8}  step (EMA weights, "
+              f"{os.path.join(t.model_dir, 'eval_results.json')})")
+        for subset, r in results.items():
+            print(f"{subset:<8}{r['top_1_accuracy']:>8.4f}{r['top_5_accuracy']:>8.4f}"
+                  f"{r['num_images']:>8d}  {r['global_step']}")
 
 
 def main(argv) -> None:

@@ -31,9 +31,20 @@ NOT_YET_FLAGS = {
 }
 
 
-def define_main_flags() -> None:
+class _Definer:
+    """flags.DEFINE_* bound to one FlagValues (tests use a fresh one)."""
+
+    def __init__(self, flag_values):
+        self._fv = flag_values
+
+    def __getattr__(self, name):
+        define = getattr(flags, name)
+        return lambda *args, **kwargs: define(*args, flag_values=self._fv, **kwargs)
+
+
+def define_main_flags(flag_values=None) -> None:
     """Defines every flag main.py accepts (call once, before app.run)."""
-    d = flags
+    d = _Definer(flag_values if flag_values is not None else flags.FLAGS)
     # ---- upstream main.py
     d.DEFINE_string("task_name", "imagenet",
                     "Dataset: imagenet, svhn, digits (embedded scikit-learn digits, no download) "

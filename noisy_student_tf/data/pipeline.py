@@ -84,25 +84,28 @@ def _check_label(label, num_classes: int):
 
 
 def _read(files, cfg: InputConfig, is_training: bool, input_context=None):
+    if not is_training:  # file order, record order: results line up with the inputs
+        return tf.data.TFRecordDataset(list(files), buffer_size=READ_BUFFER_BYTES)
     ds = tf.data.Dataset.from_tensor_slices(list(files))
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    if is_training:
-        ds = ds.shuffle(len(files), seed=cfg.seed)
-        if not cfg.use_cache:
-            ds = ds.repeat()
+    n_hosts = input_context.num_input_pipelines if input_context is not None else 1
+    host = input_context.input_pipeline_id if input_context is not None else 0
+    shard_records = n_hosts > len(files)  # too few files for one per host: split records
+    if n_hosts > 1 and not shard_records:
+        ds = ds.shard(n_hosts, host)
+    ds = ds.shuffle(len(files), seed=cfg.seed)
+    if not cfg.use_cache:
+        ds = ds.repeat()
     ds = ds.interleave(
         lambda f: tf.data.TFRecordDataset(f, buffer_size=READ_BUFFER_BYTES),
         cycle_length=min(CYCLE_LENGTH, len(files)),
         num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=cfg.deterministic or not is_training,
+        deterministic=cfg.deterministic,
     )
-    if is_training:
-        if cfg.use_cache:
-            ds = ds.cache().shuffle(CACHED_SHUFFLE_BUFFER, seed=cfg.seed).repeat()
-        else:
-            ds = ds.shuffle(SHUFFLE_BUFFER, seed=cfg.seed)
-    return ds
+    if n_hosts > 1 and shard_records:
+        ds = ds.shard(n_hosts, host)
+    if cfg.use_cache:
+        return ds.cache().shuffle(CACHED_SHUFFLE_BUFFER, seed=cfg.seed).repeat()
+    return ds.shuffle(SHUFFLE_BUFFER, seed=cfg.seed)
 
 
 def labeled_train_dataset(files, cfg: InputConfig, batch_size: int, input_context=None):

@@ -1,0 +1,131 @@
+"""Digits conversion, TFRecord formats, preprocessing geometry and the tf.data pipelines."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from noisy_student_tf.data import digits, pipeline, preprocess, records, task_info
+from noisy_student_tf.errors import UserInputError
+
+
+def write_dataset(directory, subsets, size=(40, 48), num_classes=3, fmt="jpeg", seed=0):
+    """Writes upstream-format labeled shards: {prefix: num_images}. Returns labels per prefix."""
+    rng = np.random.RandomState(seed)
+    out = {}
+    for prefix, n in subsets.items():
+        labels = rng.randint(0, num_classes, n)
+        serialized = []
+        for y in labels:
+            img = rng.randint(0, 256, size + (3,)).astype(np.uint8)
+            enc = (tf.io.encode_png(img) if fmt == "png" else tf.io.encode_jpeg(img)).numpy()
+            serialized.append(records.labeled_example(enc, int(y) + 1))
+        records.write_shards(str(directory), prefix, serialized, 2)
+        out[prefix] = labels
+    return out
+
+
+def test_digits_split_is_fixed_and_disjoint():
+    split = digits.load_split()
+    assert {k: len(v[1]) for k, v in split.items()} == {"train": 1257, "dev": 180, "test": 360}
+    again = digits.load_split()
+    np.testing.assert_array_equal(split["test"][0], again["test"][0])
+    # no image appears in two subsets (digits has a few exact duplicates, so compare counts of
+    # the permutation indices instead: sizes add up to the whole set)
+    assert sum(len(v[1]) for v in split.values()) == 1797
+    info = task_info.get_task_info("digits")
+    assert (info.num_train_images, info.num_eval_images, info.num_test_images) == (1257, 180, 360)
+
+
+def test_digits_mean_std_constants_match_data():
+    images = digits.load_split()["train"][0].astype(np.float64)
+    info = task_info.get_task_info("digits")
+    assert images.mean() == pytest.approx(info.mean_rgb[0], abs=0.01)
+    assert images.std() == pytest.approx(info.stddev_rgb[0], abs=0.01)
+
+
+def test_digits_records_are_upstream_format(digits_dir):
+    files = pipeline.list_files(digits_dir, ["test*"])
+    assert [f.rsplit("/", 1)[1] for f in files] == ["test-00000-of-00002", "test-00001-of-00002"]
+    raw = next(iter(tf.data.TFRecordDataset(files[0])))
+    ex = tf.train.Example.FromString(raw.numpy())
+    keys = set(ex.features.feature)
+    assert keys == {"image/encoded", "image/class/label"}
+    label = ex.features.feature["image/class/label"].int64_list.value[0]
+    assert 1 <= label <= 10  # 1-based on disk
+    img = tf.io.decode_jpeg(ex.features.feature["image/encoded"].bytes_list.value[0])
+    assert img.shape == (32, 32, 3)
+    total = pipeline.count_records(pipeline.list_files(digits_dir, ["train*"]))
+    assert total == 1257
+
+
+def test_eval_pipeline_reads_every_image_with_0_based_labels(tmp_path):
+    labels = write_dataset(tmp_path, {"validation": 7}, fmt="png")
+    cfg = pipeline.InputConfig(image_size=24, num_classes=3)
+    files = pipeline.list_files(str(tmp_path), pipeline.EVAL_PATTERNS["dev"])
+    batches = list(pipeline.eval_dataset(files, cfg, batch_size=3))
+    assert [int(b["label"].shape[0]) for b in batches] == [3, 3, 1]  # last partial batch kept
+    got = np.concatenate([b["label"].numpy() for b in batches])
+    np.testing.assert_array_equal(got, labels["validation"])
+    assert batches[0]["image"].shape == (3, 24, 24, 3)
+
+
+def test_train_pipeline_shapes_and_determinism(tmp_path):
+    write_dataset(tmp_path, {"train": 10})
+    files = pipeline.train_files(str(tmp_path))
+    cfg = pipeline.InputConfig(image_size=16, num_classes=3, deterministic=True, seed=3)
+    a = next(iter(pipeline.labeled_train_dataset(files, cfg, 4)))
+    b = next(iter(pipeline.labeled_train_dataset(files, cfg, 4)))
+    assert a["image"].shape == (4, 16, 16, 3) and a["image"].dtype == tf.float32
+    np.testing.assert_array_equal(a["image"].numpy(), b["image"].numpy())
+    np.testing.assert_array_equal(a["label"].numpy(), b["label"].numpy())
+
+
+def test_center_crop_geometry():
+    # 100x60 image, S=32: side = floor(32/64 * 60) = 30, offsets ((100-30+1)//2, (60-30+1)//2)
+    image = np.zeros((100, 60, 3), np.uint8)
+    image[35:65, 15:45] = 200  # exactly the expected crop window
+    out = preprocess.center_crop(tf.constant(image), 32).numpy()
+    assert out.shape == (32, 32, 3)
+    assert out.min() > 190  # the crop saw only the bright window
+
+
+def test_small_image_train_crop_and_no_flip():
+    image = tf.constant(np.arange(32 * 32 * 3).reshape(32, 32, 3) % 256, tf.uint8)
+    out = preprocess.preprocess_for_train(image, 32, True, False, tf.constant([1, 2]))
+    assert out.shape == (32, 32, 3)
+    ev = preprocess.preprocess_for_eval(image, 32, True)
+    np.testing.assert_array_equal(ev.numpy(), image.numpy().astype(np.float32))
+
+
+def test_large_image_train_crop_is_seeded():
+    image = tf.constant(np.random.RandomState(0).randint(0, 255, (64, 80, 3)), tf.uint8)
+    a = preprocess.preprocess_for_train(image, 24, False, True, tf.constant([5, 6]))
+    b = preprocess.preprocess_for_train(image, 24, False, True, tf.constant([5, 6]))
+    c = preprocess.preprocess_for_train(image, 24, False, True, tf.constant([7, 8]))
+    assert a.shape == (24, 24, 3)
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert not np.array_equal(a.numpy(), c.numpy())
+
+
+def test_tf1_bicubic_has_no_half_pixel_centres():
+    image = tf.constant(np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1).repeat(3, -1)[0])
+    ours = preprocess.resize_bicubic(image, 8).numpy()
+    tf2 = tf.image.resize(image, (8, 8), method="bicubic").numpy()
+    assert ours[0, 0, 0] == pytest.approx(0.0)  # TF1 samples the corner pixel exactly
+    assert not np.allclose(ours, tf2)
+
+
+def test_missing_dir_and_empty_dir_errors(tmp_path):
+    with pytest.raises(UserInputError, match="does not exist"):
+        pipeline.train_files(str(tmp_path / "nope"))
+    with pytest.raises(UserInputError, match="no training files"):
+        pipeline.train_files(str(tmp_path))
+
+
+def test_label_out_of_range_fails_loudly(tmp_path):
+    write_dataset(tmp_path, {"train": 4}, num_classes=5)
+    cfg = pipeline.InputConfig(image_size=16, num_classes=2)
+    ds = pipeline.labeled_train_dataset(pipeline.train_files(str(tmp_path)), cfg, 4)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="num_label_classes=2"):
+        for _ in range(3):
+            next(iter(ds))

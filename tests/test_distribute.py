@@ -1,0 +1,39 @@
+"""tf.distribute: strategy choice, and MirroredStrategy on 2 logical CPUs matching one device."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from noisy_student_tf import distribute
+from noisy_student_tf.errors import UserInputError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def test_auto_strategy_resolution(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert distribute.resolve_strategy_name("auto") == "default"  # CPU-only machine
+    assert distribute.resolve_strategy_name("auto", tpu="my-tpu") == "tpu"
+    monkeypatch.setenv("TF_CONFIG", json.dumps(
+        {"cluster": {"worker": ["localhost:1", "localhost:2"]}, "task": {"type": "worker",
+                                                                         "index": 0}}))
+    assert distribute.resolve_strategy_name("auto") == "multi_worker_mirrored"
+    assert distribute.resolve_strategy_name("mirrored") == "mirrored"
+    with pytest.raises(UserInputError, match="strategy"):
+        distribute.resolve_strategy_name("horovod")
+
+
+@pytest.mark.e2e
+def test_mirrored_two_cpus_matches_single_device():
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "distributed_check.py")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    mirrored, single = np.array(result["mirrored"]), np.array(result["single"])
+    assert len(mirrored) == 4
+    assert not np.allclose(mirrored[0], mirrored[-1])  # it trained
+    np.testing.assert_allclose(mirrored, single, rtol=2e-4, atol=1e-5)

@@ -1,0 +1,131 @@
+"""Every upstream main.py / predict_label.py flag exists with its name, type and default, and
+flags turn into the right config (task forcing, digits defaults, bad values)."""
+
+import pytest
+from absl import flags as absl_flags
+
+from flags.config import run_config_from_flags
+from flags.main_flags import define_main_flags
+from noisy_student_tf.errors import UserInputError
+
+# (name, absl flag type, default) from ../shared/UPSTREAM.md section 2.1 (59 flags) and 2.2 (10).
+UPSTREAM_MAIN = [
+    ("task_name", "string", "imagenet"), ("label_data_dir", "string", None),
+    ("model_dir", "string", None), ("init_model", "bool", False),
+    ("init_model_path", "string", None), ("model_name", "string", "efficientnet-b0"),
+    ("mode", "string", "train_and_eval"), ("train_steps", "int", 109474),
+    ("input_image_size", "int", None), ("train_ratio", "float", 1.0),
+    ("train_batch_size", "int", 4096), ("eval_batch_size", "int", 8),
+    ("use_tpu", "bool", True), ("master", "string", None), ("tpu", "string", None),
+    ("gcp_project", "string", None), ("tpu_zone", "string", None),
+    ("num_train_images", "int", None), ("num_eval_images", "int", None),
+    ("num_test_images", "int", None), ("steps_per_eval", "int", 3000),
+    ("skip_host_call", "bool", False), ("iterations_per_loop", "int", 1000),
+    ("data_format", "string", "channels_last"), ("num_label_classes", "int", 1000),
+    ("transpose_input", "bool", True), ("use_bfloat16", "bool", True),
+    ("base_learning_rate", "float", 0.016), ("moving_average_decay", "float", 0.9999),
+    ("weight_decay", "float", 1e-5), ("label_smoothing", "float", 0.1),
+    ("dropout_rate", "float", None), ("stochastic_depth_rate", "float", None),
+    ("log_step_count_steps", "int", 64), ("use_cache", "bool", True),
+    ("depth_coefficient", "float", None), ("width_coefficient", "float", None),
+    ("debug", "int", 0), ("unlabel_data_dir", "string", ""), ("unlabel_ratio", "float", 0),
+    ("teacher_softmax_temp", "float", -1), ("train_last_step_num", "int", -1),
+    ("teacher_model_name", "string", None), ("teacher_model_path", "string", None),
+    ("augment_name", "string", None), ("remove_aug", "bool", False),
+    ("save_checkpoints_steps", "int", 1000), ("fix_layer_num", "int", -1),
+    ("randaug_mag", "int", 27), ("randaug_layer", "int", 2),
+    ("num_shards_per_group", "int", -1), ("label_data_sample_prob", "float", 1),
+    ("num_tpu_cores", "int", None), ("unl_aug", "string", "default"),
+    ("cutout_op", "bool", True), ("small_image_model", "bool", False),
+    ("final_base_lr", "float", None), ("num_train_shards", "int", None),
+    ("keep_checkpoint_max", "int", 5),
+]
+UPSTREAM_PREDICT = [
+    ("predict_ckpt_path", "string", ""), ("output_dir", "string", ""),
+    ("info_dir", "string", ""), ("num_shards", "int", 128), ("shard_id", "string", "0"),
+    ("total_replicas", "int", 1), ("worker_id", "int", 0), ("reassign_label", "bool", False),
+    ("data_type", "string", "tfrecord"), ("file_prefix", "string", "train"),
+]
+ABSL_TYPES = {"string": "string", "int": "int", "float": "float", "bool": "bool"}
+
+
+@pytest.fixture()
+def fv():
+    """A fresh FlagValues with our definitions (absl.flags.FLAGS is left untouched)."""
+    values = absl_flags.FlagValues()
+    define_main_flags(values)
+    return values
+
+
+def test_upstream_flag_count():
+    assert len(UPSTREAM_MAIN) == 59 and len(UPSTREAM_PREDICT) == 10
+
+
+@pytest.mark.parametrize("name,kind,default", UPSTREAM_MAIN + UPSTREAM_PREDICT)
+def test_flag_name_type_default(fv, name, kind, default):
+    assert name in fv, name
+    flag = fv[name]
+    assert flag.flag_type() == ABSL_TYPES[kind], (name, flag.flag_type())
+    assert flag.default == default
+    assert flag.help and len(flag.help) > 10  # every flag has a real help string
+
+
+def parse(fv, *args):
+    fv(["main.py", *args])
+    return fv
+
+
+def test_digits_defaults_and_forcing(fv, digits_dir, tmp_path):
+    parse(fv, "--task_name=digits", f"--label_data_dir={digits_dir}",
+          f"--model_dir={tmp_path}", "--train_steps=10")
+    cfg = run_config_from_flags(fv)
+    assert (cfg.model.image_size, cfg.model.small_image_model, cfg.model.num_classes) == (
+        32, True, 10)
+    assert cfg.model.width_coefficient == 0.5  # digits preset, flag not given
+    assert cfg.train.train_steps == 10  # explicit flag beats the preset
+    assert cfg.data.num_train_images == 1257
+    assert cfg.train.use_bfloat16 is False  # default True applies on TPU only
+
+
+def test_svhn_forces_small_image(fv, tmp_path):
+    parse(fv, "--task_name=svhn", f"--label_data_dir={tmp_path}", f"--model_dir={tmp_path}",
+          "--mode=eval", "--num_label_classes=100", "--input_image_size=224")
+    cfg = run_config_from_flags(fv)
+    assert (cfg.model.image_size, cfg.model.small_image_model, cfg.model.num_classes) == (
+        32, True, 10)
+    assert cfg.data.num_train_images == 69257
+    assert cfg.data.mean_rgb[0] == pytest.approx(0.4376821 * 255)
+
+
+def test_custom_task_counts_records(fv, tmp_path):
+    from tests.test_data import write_dataset
+
+    write_dataset(tmp_path, {"train": 5, "dev": 2}, num_classes=4)
+    parse(fv, "--task_name=custom", f"--label_data_dir={tmp_path}", f"--model_dir={tmp_path}",
+          "--num_label_classes=4", "--input_image_size=32", "--train_ratio=2")
+    cfg = run_config_from_flags(fv)
+    assert cfg.data.num_train_images == 5
+    assert cfg.model.num_classes == 4 and cfg.model.image_size == 32
+    assert cfg.train.train_steps == 2 * 109474
+
+
+def test_train_last_step_num_scaled_by_ratio(fv, digits_dir, tmp_path):
+    parse(fv, "--task_name=digits", f"--label_data_dir={digits_dir}", f"--model_dir={tmp_path}",
+          "--train_steps=100", "--train_last_step_num=40", "--train_ratio=2")
+    t = run_config_from_flags(fv).train
+    assert (t.train_steps, t.last_step, t.start_from_step) == (200, 80, 120)
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--model_name=efficientnet-b9"], "model_name"),
+    (["--task_name=cifar"], "task_name"),
+    (["--num_label_classes=1"], "num_label_classes"),
+    (["--mode=fit"], "mode"),
+    (["--teacher_model_name=efficientnet-b0"], "not implemented yet"),
+    (["--label_data_sample_prob=0"], "label_data_sample_prob"),
+])
+def test_bad_flags(fv, tmp_path, args, match):
+    parse(fv, "--task_name=custom", f"--label_data_dir={tmp_path}", f"--model_dir={tmp_path}",
+          *args)
+    with pytest.raises(UserInputError, match=match):
+        run_config_from_flags(fv)
