@@ -1,0 +1,93 @@
+"""Trainer on in-memory data: checkpoints kept, EMA feeds evaluation, bfloat16 policy, NaN stop."""
+
+import glob
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from noisy_student_tf.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from noisy_student_tf.models import efficientnet
+from noisy_student_tf.train.loop import Trainer
+
+
+def tiny_config(model_dir="", **train):
+    defaults = dict(model_dir=model_dir, train_steps=6, train_batch_size=4,
+                    iterations_per_loop=2, save_checkpoints_steps=2, keep_checkpoint_max=2)
+    defaults.update(train)
+    return RunConfig(
+        model=ModelConfig(num_classes=3, image_size=16, small_image_model=True,
+                          width_coefficient=0.1, depth_coefficient=0.1),
+        data=DataConfig(num_train_images=20, mean_rgb=(127.0,) * 3, stddev_rgb=(60.0,) * 3),
+        train=TrainConfig(**defaults),
+    )
+
+
+def dataset_fn(ctx=None, value=None):
+    rng = np.random.RandomState(0)
+    images = rng.randint(0, 255, (16, 16, 16, 3)).astype(np.float32)
+    if value is not None:
+        images[:] = value
+    labels = rng.randint(0, 3, 16).astype(np.int32)
+    return tf.data.Dataset.from_tensor_slices({"image": images, "label": labels}).repeat().batch(
+        4, drop_remainder=True)
+
+
+def eval_ds():
+    return {"dev": dataset_fn().take(2)}
+
+
+def test_train_keeps_last_checkpoints_and_evaluates_ema(tmp_path):
+    trainer = Trainer(tiny_config(str(tmp_path)), tf.distribute.get_strategy())
+    seen = []
+    final = trainer.train(dataset_fn, eval_fn=lambda step: seen.append(step))
+    assert final == 6 and seen == [6]  # steps_per_eval 3000 > 6: only the final eval
+    kept = sorted(os.path.basename(p) for p in glob.glob(str(tmp_path / "model.ckpt-*.index")))
+    assert kept == ["model.ckpt-4.index", "model.ckpt-6.index"]
+    results = trainer.evaluate(eval_ds())
+    assert results["dev"]["global_step"] == 6 and results["dev"]["num_images"] == 8
+    assert json.load(open(tmp_path / "eval_results.json"))["dev"]["global_step"] == 6
+    # Evaluation used the EMA shadows, not the training weights.
+    for shadow, var in zip(trainer.ema.shadows, efficientnet.ema_variables(trainer.eval_model)):
+        np.testing.assert_array_equal(shadow.numpy(), var.numpy())
+    train_w = efficientnet.ema_variables(trainer.model)[0].numpy()
+    eval_w = efficientnet.ema_variables(trainer.eval_model)[0].numpy()
+    assert not np.array_equal(train_w, eval_w)
+
+
+def test_restore_in_new_trainer_gives_same_eval(tmp_path):
+    first = Trainer(tiny_config(str(tmp_path)), tf.distribute.get_strategy())
+    first.train(dataset_fn)
+    expected = first.evaluate(eval_ds())
+    second = Trainer(tiny_config(str(tmp_path)), tf.distribute.get_strategy())
+    second.restore(require=True)
+    assert second.global_step == 6
+    assert second.evaluate(eval_ds()) == expected
+
+
+def test_no_ema_evaluates_training_weights():
+    trainer = Trainer(tiny_config(moving_average_decay=0.0), tf.distribute.get_strategy())
+    assert trainer.ema is None and trainer.eval_model is trainer.model
+
+
+def test_bfloat16_policy_keeps_float32_logits():
+    try:
+        trainer = Trainer(tiny_config(use_bfloat16=True), tf.distribute.get_strategy())
+        assert trainer.model.get_layer("stem_conv").compute_dtype == "bfloat16"
+        assert trainer.model.get_layer("head_dense").compute_dtype == "float32"
+        loop = trainer._make_train_loop()
+        metrics = loop(iter(dataset_fn()), tf.constant(1))
+        assert metrics["train/loss"].dtype == tf.float32
+        assert np.isfinite(float(metrics["train/loss"]))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_nan_loss_stops_with_step(tmp_path):
+    trainer = Trainer(tiny_config(str(tmp_path)), tf.distribute.get_strategy())
+    with pytest.raises(FloatingPointError, match="step 2"):
+        trainer.train(lambda ctx: dataset_fn(value=np.nan))
+    assert not glob.glob(str(tmp_path / "model.ckpt-*.index"))  # no poisoned checkpoint
