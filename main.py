@@ -63,7 +63,7 @@ def run() -> None:
     in_cfg = pipeline.InputConfig(
         image_size=m.image_size, num_classes=m.num_classes, small_image=m.small_image_model,
         flip=d.flip, use_cache=d.use_cache, num_train_shards=d.num_train_shards,
-        deterministic=d.deterministic, seed=t.seed,
+        deterministic=d.deterministic, seed=t.seed, augment=d.augment,
     )
     trainer = Trainer(cfg, strategy)
 

@@ -4,7 +4,7 @@ from absl import logging
 
 from flags.main_flags import NO_EFFECT_FLAGS, NOT_YET_FLAGS
 from noisy_student_tf.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from noisy_student_tf.data import digits, pipeline, task_info
+from noisy_student_tf.data import augment, digits, pipeline, task_info
 from noisy_student_tf.errors import UserInputError
 from noisy_student_tf.models import MODEL_PARAMS
 
@@ -115,6 +115,14 @@ def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
     eval_images = {"dev": values["num_eval_images"] or info.num_eval_images,
                    "test": values["num_test_images"] or info.num_test_images}
 
+    try:
+        aug = augment.AugmentConfig(
+            name=values["augment_name"] or None, magnitude=values["randaug_mag"],
+            num_layers=values["randaug_layer"], cutout=values["cutout_op"],
+            remove_aug=values["remove_aug"],
+            upstream_contrast=values["randaug_upstream_contrast"])
+    except ValueError as e:
+        raise UserInputError(f"--{e}") from None
     use_bf16 = values["use_bfloat16"] if _present(fv, "use_bfloat16") else (
         values["use_bfloat16"] and on_tpu)
     train_steps = int(values["train_steps"] * values["train_ratio"])
@@ -133,6 +141,7 @@ def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
         mean_rgb=info.mean_rgb, stddev_rgb=info.stddev_rgb,
         flip=info.flip, use_cache=values["use_cache"],
         num_train_shards=values["num_train_shards"], deterministic=values["deterministic"],
+        augment=aug,
     )
     train = TrainConfig(
         model_dir=values["model_dir"], train_steps=train_steps, train_last_step_num=last,
@@ -147,6 +156,7 @@ def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
         keep_checkpoint_max=values["keep_checkpoint_max"],
         steps_per_eval=values["steps_per_eval"], skip_host_call=values["skip_host_call"],
         use_bfloat16=use_bf16, seed=values["seed"],
+        image_summary_images=values["image_summary_images"],
     )
     return RunConfig(model=model, data=data, train=train)
 

@@ -21,9 +21,7 @@ NOT_YET_FLAGS = {
     "unlabel_data_dir": "Noisy Student training (issue 4)",
     "unlabel_ratio": "Noisy Student training (issue 4)",
     "teacher_softmax_temp": "Noisy Student training (issue 4)",
-    "augment_name": "RandAugment (issue 3)",
-    "unl_aug": "RandAugment (issue 3)",
-    "remove_aug": "RandAugment (issue 3)",
+    "unl_aug": "Noisy Student training (issue 4)",
     "init_model": "checkpoint initialisation (issue 4)",
     "init_model_path": "checkpoint initialisation (issue 4)",
     "fix_layer_num": "layer freezing (issue 4)",
@@ -127,7 +125,9 @@ def define_main_flags(flag_values=None) -> None:
                      "train_steps.")
     d.DEFINE_string("teacher_model_name", None, "Architecture of the online teacher.")
     d.DEFINE_string("teacher_model_path", None, "Checkpoint of the online teacher (EMA used).")
-    d.DEFINE_string("augment_name", None, "None: crop and flip; v1: RandAugment.")
+    d.DEFINE_string("augment_name", None,
+                    "None: crop and flip; v1: upstream's RandAugment; keras_cv / keras: those "
+                    "libraries' RandAugment layers (comparison only, not upstream's ops).")
     d.DEFINE_bool("remove_aug", False, "Train with eval preprocessing (no crop, flip or RA).")
     d.DEFINE_integer("save_checkpoints_steps", 1000,
                      "Checkpoint period in steps (at least --iterations_per_loop).")
@@ -169,5 +169,11 @@ def define_main_flags(flag_values=None) -> None:
     d.DEFINE_string("data_cache_dir", None,
                     "Where --task_name=digits writes its TFRecords (default "
                     "$NOISY_STUDENT_CACHE or ~/.cache/noisy_student_tf).")
+    d.DEFINE_bool("randaug_upstream_contrast", False,
+                  "Reproduce upstream's Contrast op bug (grey mean = pixel count / 256) instead "
+                  "of the mean grey level PIL uses.")
+    d.DEFINE_integer("image_summary_images", 4,
+                     "Augmented training images written to TensorBoard at each checkpoint "
+                     "(0 disables).")
     d.DEFINE_bool("deterministic", False,
                   "Deterministic tf.data order (slower); with --seed gives repeatable runs.")

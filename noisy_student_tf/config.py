@@ -6,6 +6,8 @@ main.py and the tools turn absl flags into these (flags/config.py); the library 
 import dataclasses
 from typing import Optional
 
+from noisy_student_tf.data.augment import AugmentConfig
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -41,6 +43,7 @@ class DataConfig:
     use_cache: bool = True
     num_train_shards: Optional[int] = None
     deterministic: bool = False
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +67,7 @@ class TrainConfig:
     skip_host_call: bool = False
     use_bfloat16: bool = False
     seed: int = 0
+    image_summary_images: int = 4  # augmented images to TensorBoard at each checkpoint
 
     @property
     def last_step(self) -> int:

@@ -37,7 +37,7 @@ def config():
 
 def batches(n):
     rng = np.random.RandomState(0)
-    return [{"image": rng.randint(0, 255, (n, 16, 16, 3)).astype(np.float32),
+    return [{"image": rng.randint(0, 255, (n, 16, 16, 3)).astype(np.uint8),
              "label": rng.randint(0, 3, n).astype(np.int32)} for _ in range(STEPS)]
 
 
@@ -56,7 +56,7 @@ def curve(strategy, per_replica, repeat):
 
     iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
     loop = trainer._make_train_loop()
-    return [float(loop(iterator, tf.constant(1))["train/loss"]) for _ in range(STEPS)]
+    return [float(loop(iterator, tf.constant(1))[0]["train/loss"]) for _ in range(STEPS)]
 
 
 init_weights = Trainer(config(), tf.distribute.get_strategy()).model.get_weights()

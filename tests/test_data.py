@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from noisy_student_tf.data import digits, pipeline, preprocess, records, task_info
+from noisy_student_tf.data import augment, digits, pipeline, preprocess, records, task_info
 from noisy_student_tf.errors import UserInputError
 
 
@@ -75,7 +75,7 @@ def test_train_pipeline_shapes_and_determinism(tmp_path):
     cfg = pipeline.InputConfig(image_size=16, num_classes=3, deterministic=True, seed=3)
     a = next(iter(pipeline.labeled_train_dataset(files, cfg, 4)))
     b = next(iter(pipeline.labeled_train_dataset(files, cfg, 4)))
-    assert a["image"].shape == (4, 16, 16, 3) and a["image"].dtype == tf.float32
+    assert a["image"].shape == (4, 16, 16, 3) and a["image"].dtype == tf.uint8
     np.testing.assert_array_equal(a["image"].numpy(), b["image"].numpy())
     np.testing.assert_array_equal(a["label"].numpy(), b["label"].numpy())
 
@@ -94,7 +94,7 @@ def test_small_image_train_crop_and_no_flip():
     out = preprocess.preprocess_for_train(image, 32, True, False, tf.constant([1, 2]))
     assert out.shape == (32, 32, 3)
     ev = preprocess.preprocess_for_eval(image, 32, True)
-    np.testing.assert_array_equal(ev.numpy(), image.numpy().astype(np.float32))
+    np.testing.assert_array_equal(ev.numpy(), image.numpy())
 
 
 def test_large_image_train_crop_is_seeded():
@@ -129,3 +129,46 @@ def test_label_out_of_range_fails_loudly(tmp_path):
     with pytest.raises(tf.errors.InvalidArgumentError, match="num_label_classes=2"):
         for _ in range(3):
             next(iter(ds))
+
+
+@pytest.mark.parametrize("small", [False, True])
+def test_randaugment_in_train_pipeline(tmp_path, small):
+    size = 32 if small else 24
+    write_dataset(tmp_path, {"train": 8}, size=(32, 32) if small else (40, 48))
+    files = pipeline.train_files(str(tmp_path))
+
+    def first(aug, seed=3):
+        cfg = pipeline.InputConfig(image_size=size, num_classes=3, small_image=small, flip=False,
+                                   deterministic=True, seed=seed, augment=aug)
+        return next(iter(pipeline.labeled_train_dataset(files, cfg, 4)))["image"].numpy()
+
+    plain = first(augment.AugmentConfig())
+    v1 = augment.AugmentConfig(name="v1", magnitude=27)
+    noisy = first(v1)
+    assert noisy.dtype == np.uint8 and noisy.shape == (4, size, size, 3)
+    assert not np.array_equal(plain, noisy)
+    np.testing.assert_array_equal(noisy, first(v1))  # same seed, same noise
+    assert not np.array_equal(noisy, first(v1, seed=4))
+    if small:  # upstream's extra 16x16 Cutout (fill 128) on every small image
+        assert all((img == 128).all(-1).sum() >= 16 for img in noisy)
+
+
+def test_remove_aug_uses_eval_preprocessing(tmp_path):
+    write_dataset(tmp_path, {"train": 4}, size=(40, 48))
+    files = pipeline.train_files(str(tmp_path))
+    aug = augment.AugmentConfig(name="v1", remove_aug=True)
+    cfg = pipeline.InputConfig(image_size=24, num_classes=3, deterministic=True, augment=aug,
+                               use_cache=False)
+    got = next(iter(pipeline.labeled_train_dataset(files, cfg, 4)))["image"].numpy()
+    ev = pipeline.eval_dataset(files, cfg, 4)
+    expected = {img.tobytes() for b in ev for img in b["image"].numpy()}
+    assert all(img.tobytes() in expected for img in got)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(name="v2"), "augment_name"), (dict(name="v1", magnitude=-1), "randaug_mag"),
+    (dict(name="v1", num_layers=-1), "randaug_layer"),
+])
+def test_bad_augment_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        augment.AugmentConfig(**kwargs)

@@ -109,3 +109,24 @@ def test_helpfull_lists_every_upstream_flag():
     for name, kind, _ in UPSTREAM_MAIN + UPSTREAM_PREDICT:
         shown = f"--[no]{name}:" if kind == "bool" else f"--{name}:"
         assert shown in proc.stdout, name
+
+
+def test_randaugment_run_shows_images_in_tensorboard(tmp_path, digits_dir):
+    import tensorflow as tf
+
+    model_dir = str(tmp_path / "m")
+    run_main("--task_name=digits", f"--label_data_dir={digits_dir}", f"--model_dir={model_dir}",
+             *TINY, "--mode=train", "--train_steps=2", "--augment_name=v1", "--randaug_mag=27")
+    images = []
+    for path in glob.glob(os.path.join(model_dir, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            images += [v for v in event.summary.value if v.tag.startswith("train/input_images")]
+    assert images, "no training images in TensorBoard"
+    flags_json = json.load(open(os.path.join(model_dir, "FLAGS.json")))
+    assert flags_json["augment_name"] == "v1" and flags_json["randaug_mag"] == 27
+
+
+def test_bad_augment_name_is_one_line(tmp_path, digits_dir):
+    proc = run_main("--task_name=digits", f"--label_data_dir={digits_dir}",
+                    f"--model_dir={tmp_path / 'm'}", "--augment_name=v7", check=False)
+    _one_line_error(proc, "augment_name='v7'")

@@ -28,7 +28,8 @@ def tiny_config(model_dir="", **train):
 
 def dataset_fn(ctx=None, value=None):
     rng = np.random.RandomState(0)
-    images = rng.randint(0, 255, (16, 16, 16, 3)).astype(np.float32)
+    images = rng.randint(0, 255, (16, 16, 16, 3)).astype(np.float32 if value is not None
+                                                          else np.uint8)
     if value is not None:
         images[:] = value
     labels = rng.randint(0, 3, 16).astype(np.int32)
@@ -79,7 +80,8 @@ def test_bfloat16_policy_keeps_float32_logits():
         assert trainer.model.get_layer("stem_conv").compute_dtype == "bfloat16"
         assert trainer.model.get_layer("head_dense").compute_dtype == "float32"
         loop = trainer._make_train_loop()
-        metrics = loop(iter(dataset_fn()), tf.constant(1))
+        metrics, images = loop(iter(dataset_fn()), tf.constant(1))
+        assert images.dtype == tf.uint8 and images.shape == (4, 16, 16, 3)
         assert metrics["train/loss"].dtype == tf.float32
         assert np.isfinite(float(metrics["train/loss"]))
     finally:

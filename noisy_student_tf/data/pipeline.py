@@ -5,6 +5,7 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
+from noisy_student_tf.data import augment as augment_lib
 from noisy_student_tf.data import preprocess, records
 from noisy_student_tf.errors import UserInputError
 
@@ -30,6 +31,8 @@ class InputConfig:
     num_train_shards: Optional[int] = None
     deterministic: bool = False
     seed: int = 0
+    augment: augment_lib.AugmentConfig = dataclasses.field(
+        default_factory=augment_lib.AugmentConfig)
 
 
 def _split_dirs(data_dirs: str) -> list:
@@ -109,23 +112,39 @@ def _read(files, cfg: InputConfig, is_training: bool, input_context=None):
 
 
 def labeled_train_dataset(files, cfg: InputConfig, batch_size: int, input_context=None):
-    """Infinite batches {'image': float32 [B, S, S, 3] in [0, 255], 'label': int32 [B]}.
+    """Infinite batches {'image': uint8 [B, S, S, 3], 'label': int32 [B]} with upstream's
+    training crop/flip and, per `cfg.augment`, RandAugment.
 
     `batch_size` is per input pipeline (per replica under a strategy).
     """
     ds = _read(files, cfg, True, input_context)
     seeds = tf.data.Dataset.random(seed=cfg.seed).batch(2)
     ds = tf.data.Dataset.zip((ds, seeds))
+    aug = cfg.augment
+    per_image = augment_lib.image_fn(aug, cfg.image_size, cfg.small_image)
+    per_batch = augment_lib.batch_fn(aug, cfg.small_image)
 
     def parse(serialized, seed):
         ex = records.parse_labeled(serialized)
-        image = preprocess.preprocess_for_train(
-            preprocess.decode(ex["encoded"]), cfg.image_size, cfg.small_image, cfg.flip, seed
-        )
+        image = preprocess.decode(ex["encoded"])
+        if aug.remove_aug:  # upstream remove_aug: eval preprocessing, no crop/flip/RA
+            image = preprocess.preprocess_for_eval(image, cfg.image_size, cfg.small_image)
+        else:
+            image = preprocess.preprocess_for_train(
+                image, cfg.image_size, cfg.small_image, cfg.flip, seed, per_image,
+                truncate=per_batch is not None)
         return {"image": image, "label": _check_label(ex["label"], cfg.num_classes)}
 
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=cfg.deterministic)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    if per_batch is not None:
+        # RandAugment on whole batches (each image still draws its own ops): far fewer kernel
+        # launches than per image (benchmarks/input_pipeline.py).
+        batch_seeds = tf.data.Dataset.random(seed=cfg.seed + 1).batch(2)
+        ds = tf.data.Dataset.zip((ds, batch_seeds)).map(
+            lambda b, s: {**b, "image": per_batch(b["image"], s)},
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=cfg.deterministic)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def eval_dataset(files, cfg: InputConfig, batch_size: int):

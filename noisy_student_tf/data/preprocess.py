@@ -1,8 +1,8 @@
 """Image preprocessing as upstream preprocessing.py (../shared/UPSTREAM.md section 6).
 
 Every random choice takes an explicit stateless `seed` ([2] int tensor), so a pipeline is
-reproducible from one integer. Outputs are float32 [S, S, 3] with pixel values in [0, 255]
-(normalisation by the task mean/std happens on the device side, in the train/eval step).
+reproducible from one integer. Outputs are uint8 [S, S, 3]: 4x less data to the device, where
+normalisation by the task mean/std happens (in the train/eval step).
 """
 
 import tensorflow as tf
@@ -65,32 +65,50 @@ def random_crop(image, size: int, seed):
 
 def _as_size(image, size: int):
     """Small-image path expects S x S records; other sizes are bicubic-resized (upstream would
-    fail on them)."""
+    fail on them). Returns uint8 [S, S, 3]."""
     shape = tf.shape(image)
     same = tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size))
-    image = tf.cond(
-        same, lambda: tf.cast(image, tf.float32), lambda: resize_bicubic(image, size)
-    )
+    image = tf.cond(same, lambda: tf.cast(image, tf.uint8), lambda: to_uint8(
+        resize_bicubic(image, size), truncate=False))
     return tf.reshape(image, [size, size, 3])
 
 
-def preprocess_for_train(image, size: int, small_image: bool, flip: bool, seed):
-    """uint8 [H, W, 3] -> float32 [S, S, 3] with upstream's training crop and flip."""
+def to_uint8(image, truncate: bool):
+    """Clip to [0, 255] and cast. Upstream truncates before RandAugment; without augmentation
+    it kept float pixels, which we round instead so uint8 (4x less data) goes to the device."""
+    image = tf.clip_by_value(tf.cast(image, tf.float32), 0.0, 255.0)
+    return tf.cast(image if truncate else tf.round(image), tf.uint8)
+
+
+def preprocess_for_train(image, size: int, small_image: bool, flip: bool, seed,
+                         augment=None, truncate: bool = False):
+    """uint8 [H, W, 3] -> uint8 [S, S, 3] with upstream's training crop and flip.
+
+    Args:
+        augment: optional per-image `(uint8 image, seed) -> uint8` (augment.image_fn). On small
+            images it runs before the pad-and-crop, on large ones after the crop and flip, as
+            upstream orders them.
+        truncate: truncate rather than round the float crop (upstream, before RandAugment).
+    """
     seeds = tf.random.experimental.stateless_split(seed, 3)
     if small_image:
         image = _as_size(image, size)
+        if augment is not None:
+            image = augment(image, seeds[2])
         p = SMALL_IMAGE_PAD
         image = tf.pad(image, [[p, p], [p, p], [0, 0]], mode="REFLECT")
         image = tf.image.stateless_random_crop(image, [size, size, 3], seed=seeds[0])
     else:
-        image = random_crop(image, size, seeds[0])
+        image = to_uint8(random_crop(image, size, seeds[0]), truncate or augment is not None)
     if flip:
         image = tf.image.stateless_random_flip_left_right(image, seed=seeds[1])
+    if augment is not None and not small_image:
+        image = augment(image, seeds[2])
     return tf.reshape(image, [size, size, 3])
 
 
 def preprocess_for_eval(image, size: int, small_image: bool):
-    """uint8 [H, W, 3] -> float32 [S, S, 3]: centre crop (large) or unchanged (small)."""
+    """uint8 [H, W, 3] -> uint8 [S, S, 3]: centre crop (large) or unchanged (small)."""
     if small_image:
         return _as_size(image, size)
-    return tf.reshape(center_crop(image, size), [size, size, 3])
+    return tf.reshape(to_uint8(center_crop(image, size), truncate=False), [size, size, 3])

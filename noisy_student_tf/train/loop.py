@@ -145,17 +145,28 @@ class Trainer:
 
     def _make_train_loop(self):
         keys = ("lab/loss", "lab/acc", "lab/pred_prob", "train/data_loss", "train/loss")
+        t, m = self.cfg.train, self.cfg.model
+        per_replica_batch = t.train_batch_size // self.strategy.num_replicas_in_sync
+        k = min(max(t.image_summary_images, 1), per_replica_batch)
 
         @tf.function
         def train_loop(iterator, num_steps):
-            metrics = {k: tf.constant(0.0) for k in keys}
+            """Runs num_steps steps; returns the last step's metrics and, for TensorBoard, the
+            first k input images of replica 0's last batch (what the model saw, noise
+            included)."""
+            metrics = {key: tf.constant(0.0) for key in keys}
+            images = tf.zeros([k, m.image_size, m.image_size, 3], tf.uint8)
             for _ in tf.range(num_steps):
-                per_replica = self.strategy.run(self._train_step, args=(next(iterator),))
+                batch = next(iterator)
+                per_replica = self.strategy.run(self._train_step, args=(batch,))
                 metrics = {
-                    k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[k], axis=None)
-                    for k in keys
+                    key: self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[key],
+                                              axis=None)
+                    for key in keys
                 }
-            return metrics
+                first = self.strategy.experimental_local_results(batch["image"])[0]
+                images = tf.reshape(tf.cast(first[:k], tf.uint8), tf.shape(images))
+            return metrics, images
 
         return train_loop
 
@@ -186,7 +197,8 @@ class Trainer:
             n = min(t.iterations_per_loop, last - step, save_every - step % save_every)
             if eval_fn is not None and t.steps_per_eval > 0:
                 n = min(n, t.steps_per_eval - step % t.steps_per_eval)
-            metrics = {k: float(v) for k, v in train_loop(iterator, tf.constant(n)).items()}
+            metrics, images = train_loop(iterator, tf.constant(n))
+            metrics = {k: float(v) for k, v in metrics.items()}
             step = self.global_step
             if any(v != v or abs(v) == float("inf") for v in metrics.values()):
                 raise FloatingPointError(
@@ -210,6 +222,10 @@ class Trainer:
                     tf.summary.scalar("train/images_per_sec", rate)
             if self.manager is not None and (step % save_every == 0 or step >= last):
                 self.save()
+                if writer is not None and t.image_summary_images > 0:
+                    with writer.as_default(step=step):
+                        tf.summary.image("train/input_images", images,
+                                         max_outputs=t.image_summary_images)
             if eval_fn is not None and (
                 step >= last or (t.steps_per_eval > 0 and step % t.steps_per_eval == 0)
             ):
