@@ -172,3 +172,52 @@ def test_remove_aug_uses_eval_preprocessing(tmp_path):
 def test_bad_augment_config(kwargs, match):
     with pytest.raises(ValueError, match=match):
         augment.AugmentConfig(**kwargs)
+
+
+def write_unlabeled(directory, prefix, n, num_classes=None, size=(32, 32), seed=0):
+    rng = np.random.RandomState(seed)
+    serialized = []
+    for i in range(n):
+        img = rng.randint(0, 256, size + (3,)).astype(np.uint8)
+        probs = None if num_classes is None else np.eye(num_classes)[i % num_classes]
+        serialized.append(records.unlabeled_example(tf.io.encode_jpeg(img).numpy(), probs,
+                                                    label=i % 3))
+    records.write_shards(str(directory), prefix, serialized, 2)
+
+
+def test_unlabeled_pipeline_zipped_with_labeled(tmp_path):
+    lab, unl = tmp_path / "lab", tmp_path / "unl"
+    lab.mkdir()
+    unl.mkdir()
+    write_dataset(lab, {"train": 8}, size=(32, 32))
+    write_unlabeled(unl, "extra", 6, num_classes=3)  # upstream SVHN converter's naming
+    write_unlabeled(unl, "train", 4)  # no probabilities field: defaults to zeros
+    files = pipeline.unlabeled_files(str(unl))
+    assert len(files) == 4
+    cfg = pipeline.InputConfig(image_size=32, num_classes=3, small_image=True, flip=False,
+                               deterministic=True, augment=augment.AugmentConfig(name="v1"))
+    labeled = pipeline.labeled_train_dataset(pipeline.train_files(str(lab)), cfg, 2)
+    unlabeled = pipeline.unlabeled_train_dataset(files, cfg, 6, teacher_size=32)
+    batch = next(iter(pipeline.zip_labeled_unlabeled(labeled, unlabeled)))
+    assert batch["image"].shape == (2, 32, 32, 3)
+    assert batch["unl_image"].shape == (6, 32, 32, 3)
+    assert batch["unl_teacher_image"].shape == (6, 32, 32, 3)
+    assert batch["unl_probs"].shape == (6, 3)
+    # the teacher view is the clean eval view: no RandAugment, no crop
+    clean = set()
+    for raw in tf.data.TFRecordDataset(files):
+        encoded = tf.train.Example.FromString(raw.numpy()).features.feature["image/encoded"]
+        image = preprocess.decode(encoded.bytes_list.value[0])
+        clean.add(preprocess.preprocess_for_eval(image, 32, True).numpy().tobytes())
+    assert all(img.tobytes() in clean for img in batch["unl_teacher_image"].numpy())
+    assert not all(img.tobytes() in clean for img in batch["unl_image"].numpy())
+
+
+def test_unlabeled_errors(tmp_path):
+    with pytest.raises(UserInputError, match="train\\* or extra\\*"):
+        pipeline.unlabeled_files(str(tmp_path))
+    write_unlabeled(tmp_path, "extra", 2, num_classes=5)
+    cfg = pipeline.InputConfig(image_size=32, num_classes=3, small_image=True)
+    ds = pipeline.unlabeled_train_dataset(pipeline.unlabeled_files(str(tmp_path)), cfg, 2)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="probabilities"):
+        next(iter(ds))

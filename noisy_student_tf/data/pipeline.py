@@ -160,3 +160,72 @@ def eval_dataset(files, cfg: InputConfig, batch_size: int):
 
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
+
+
+UNLABELED_PATTERNS = ("train*", "extra*")  # upstream globs both in each unlabeled dir
+
+
+def unlabeled_files(data_dirs: str) -> list:
+    """`train*` and `extra*` files of every `;`-separated unlabeled directory."""
+    files = []
+    for d in _split_dirs(data_dirs):
+        for pattern in UNLABELED_PATTERNS:
+            files.extend(list_files(d, (pattern,), flag="unlabel_data_dir"))
+    if not files:
+        raise UserInputError(
+            f"--unlabel_data_dir={data_dirs!r} has no unlabeled files (train* or extra*)")
+    return sorted(set(files))
+
+
+def unlabeled_train_dataset(files, cfg: InputConfig, batch_size: int, student_augment=None,
+                            teacher_size: Optional[int] = None, input_context=None):
+    """Infinite batches of unlabeled images for the student (and, optionally, its teacher).
+
+    Yields {'unl_image': uint8 [U, S, S, 3] (student view: crop/flip + `student_augment`,
+    upstream's unl_aug), 'unl_label': int32 [U] (the record's 0-based `label`, -1 if absent),
+    'unl_probs': float32 [U, C] (`probabilities`, zeros if absent)} and, with `teacher_size`,
+    'unl_teacher_image': uint8 [U, T, T, 3], the clean eval view of the same bytes at the
+    teacher's resolution. Upstream required the dummy fields; here they are optional.
+    """
+    aug = student_augment if student_augment is not None else cfg.augment
+    scfg = dataclasses.replace(cfg, augment=aug)
+    per_image = augment_lib.image_fn(aug, cfg.image_size, cfg.small_image)
+    per_batch = augment_lib.batch_fn(aug, cfg.small_image)
+    spec = {
+        records.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+        "probabilities": tf.io.FixedLenFeature(
+            [cfg.num_classes], tf.float32, default_value=[0.0] * cfg.num_classes),
+        "label": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+    }
+    ds = tf.data.Dataset.zip((_read(files, scfg, True, input_context),
+                              tf.data.Dataset.random(seed=cfg.seed + 2).batch(2)))
+
+    def parse(serialized, seed):
+        ex = tf.io.parse_single_example(serialized, spec)
+        image = preprocess.decode(ex[records.IMAGE_KEY])
+        if aug.remove_aug:
+            student = preprocess.preprocess_for_eval(image, cfg.image_size, cfg.small_image)
+        else:
+            student = preprocess.preprocess_for_train(
+                image, cfg.image_size, cfg.small_image, cfg.flip, seed, per_image,
+                truncate=per_batch is not None)
+        out = {"unl_image": student, "unl_label": tf.cast(ex["label"], tf.int32),
+               "unl_probs": ex["probabilities"]}
+        if teacher_size is not None:
+            out["unl_teacher_image"] = preprocess.preprocess_for_eval(
+                image, teacher_size, cfg.small_image)
+        return out
+
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=cfg.deterministic)
+    ds = ds.batch(batch_size, drop_remainder=True)
+    if per_batch is not None:
+        seeds = tf.data.Dataset.random(seed=cfg.seed + 3).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda b, s: {**b, "unl_image": per_batch(b["unl_image"], s)},
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=cfg.deterministic)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def zip_labeled_unlabeled(labeled, unlabeled):
+    """One dict per step: B labeled images plus U unlabeled ones (upstream zips the two)."""
+    return tf.data.Dataset.zip((labeled, unlabeled)).map(lambda a, b: {**a, **b})
