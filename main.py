@@ -93,8 +93,29 @@ def run() -> None:
                 f"--train_batch_size={t.train_batch_size} is not divisible by the "
                 f"{strategy.num_replicas_in_sync} replicas")
 
+        st = cfg.student
+        unl_files, per_replica_unl = None, 0
+        if st.enabled:
+            unl_files = pipeline.unlabeled_files(st.unlabel_data_dir)
+            global_unl = st.unlabeled_batch_size(t.train_batch_size, t.label_data_sample_prob)
+            per_replica_unl = global_unl // strategy.num_replicas_in_sync
+            if per_replica_unl * strategy.num_replicas_in_sync != global_unl:
+                raise UserInputError(
+                    f"the unlabeled batch ceil(train_batch_size * label_data_sample_prob * "
+                    f"unlabel_ratio) = {global_unl} is not divisible by the "
+                    f"{strategy.num_replicas_in_sync} replicas")
+            logging.info("Noisy Student: %d labeled + %d unlabeled images per step, %s teacher",
+                         t.train_batch_size, global_unl,
+                         "online" if st.teacher else "offline (stored predictions)")
+
         def dataset_fn(ctx):
-            return pipeline.labeled_train_dataset(files, in_cfg, per_replica_batch, ctx)
+            labeled = pipeline.labeled_train_dataset(files, in_cfg, per_replica_batch, ctx)
+            if not st.enabled:
+                return labeled
+            unlabeled = pipeline.unlabeled_train_dataset(
+                unl_files, in_cfg, per_replica_unl, st.unl_augment,
+                teacher_size=st.teacher.image_size if st.teacher else None, input_context=ctx)
+            return pipeline.zip_labeled_unlabeled(labeled, unlabeled)
 
         eval_fn = None
         results = {}

@@ -9,6 +9,7 @@ once and cached, so each row measures the augmentation inside `tf.data.map(AUTOT
   (b)  ours: distort_batch_with_randaugment on batches of 64 (each image draws its own ops),
        num_layers 2, magnitude 10
   (c)  keras_cv.layers.RandAugment, augmentations_per_image 2, magnitude 0.5
+  (c') the same keras-cv layer called on batches of 64 (it vectorises internally)
   (d)  keras.layers.RandAugment (Keras core), num_ops 2, factor 0.5
 Prints a table with ratios to (c), then `ratio_b_c_224=<x> ratio_b_c_32=<y>`.
 """
@@ -104,6 +105,8 @@ def variants(files, size, small):
         "(b) ours RandAugment N=2 M=10": ours,
         "(c) keras-cv RandAugment 2 x 0.5": cached.map(lambda im: kcv(im),
                                                        tf.data.AUTOTUNE).batch(batch),
+        "(c') keras-cv, on batches of 64": cached.batch(batch).map(lambda im: kcv(im),
+                                                                    tf.data.AUTOTUNE),
         "(d) keras core RandAugment 2 x 0.5": cached.map(lambda im: kcore(im),
                                                          tf.data.AUTOTUNE).batch(batch),
     }

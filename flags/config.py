@@ -1,9 +1,14 @@
 """Parsed flags -> noisy_student_tf.config objects. The only place that interprets FLAGS."""
 
+import os
+
+import tensorflow as tf
 from absl import logging
 
 from flags.main_flags import NO_EFFECT_FLAGS, NOT_YET_FLAGS
-from noisy_student_tf.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from noisy_student_tf import io_utils
+from noisy_student_tf.config import (DataConfig, ModelConfig, RunConfig, StudentConfig,
+                                     TrainConfig)
 from noisy_student_tf.data import augment, digits, pipeline, task_info
 from noisy_student_tf.errors import UserInputError
 from noisy_student_tf.models import MODEL_PARAMS
@@ -158,5 +163,67 @@ def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
         use_bfloat16=use_bf16, seed=values["seed"],
         image_summary_images=values["image_summary_images"],
     )
-    return RunConfig(model=model, data=data, train=train)
+    student = StudentConfig()
+    if values["mode"] in ("train", "train_and_eval"):
+        student = student_config(fv, values, model, aug)
+    if student.enabled:
+        pipeline.unlabeled_files(student.unlabel_data_dir)  # fails early, naming the dir
+    return RunConfig(model=model, data=data, train=train, student=student)
+
+
+def teacher_model_config(values: dict, student: ModelConfig) -> ModelConfig:
+    """The online teacher's architecture: from run_config.json beside its checkpoint when that
+    names the same model (so a digits-preset teacher loads), else --teacher_model_name with the
+    student's width/depth overrides and resolution rules, as upstream builds it."""
+    name = values["teacher_model_name"]
+    if name not in MODEL_PARAMS:
+        raise UserInputError(
+            f"--teacher_model_name={name!r}; expected one of {', '.join(MODEL_PARAMS)}")
+    path = values["teacher_model_path"] or ""
+    run_dir = path if tf.io.gfile.isdir(path) else os.path.dirname(path)
+    saved = io_utils.read_json(os.path.join(run_dir, "run_config.json")) if run_dir else None
+    if saved and saved.get("model", {}).get("model_name") == name:
+        fields = {f: saved["model"][f] for f in ModelConfig.__dataclass_fields__}
+        return ModelConfig(**fields)
+    size = student.image_size if student.small_image_model else MODEL_PARAMS[name][2]
+    return ModelConfig(
+        model_name=name, num_classes=student.num_classes, image_size=size,
+        small_image_model=student.small_image_model,
+        width_coefficient=student.width_coefficient, depth_coefficient=student.depth_coefficient)
+
+
+def student_config(fv, values: dict, model: ModelConfig, aug) -> StudentConfig:
+    ratio = values["unlabel_ratio"]
+    if ratio < 0:
+        raise UserInputError(f"--unlabel_ratio={ratio} must be >= 0")
+    if ratio == 0:
+        for name in ("teacher_model_name", "unlabel_data_dir"):
+            if values[name]:
+                logging.warning("--%s is set but --unlabel_ratio=0: no unlabeled training", name)
+        return StudentConfig()
+    if not values["unlabel_data_dir"]:
+        raise UserInputError(f"--unlabel_ratio={ratio} needs --unlabel_data_dir")
+    temp = values["teacher_softmax_temp"]
+    if temp != -1 and temp <= 0:
+        raise UserInputError(f"--teacher_softmax_temp={temp} must be > 0, or -1 for hard labels")
+    teacher = None
+    if values["teacher_model_name"]:
+        if not values["teacher_model_path"]:
+            raise UserInputError("--teacher_model_name needs --teacher_model_path")
+        teacher = teacher_model_config(values, model)
+    unl_aug = values["unl_aug"]
+    if unl_aug == "default":
+        unl = aug
+    else:
+        try:
+            unl = augment.AugmentConfig(
+                name=unl_aug or None, magnitude=aug.magnitude, num_layers=aug.num_layers,
+                cutout=aug.cutout, remove_aug=aug.remove_aug,
+                upstream_contrast=aug.upstream_contrast)
+        except ValueError as e:
+            raise UserInputError(f"--unl_aug: {e}") from None
+    return StudentConfig(
+        unlabel_ratio=ratio, unlabel_data_dir=values["unlabel_data_dir"],
+        teacher_softmax_temp=temp, teacher=teacher,
+        teacher_model_path=values["teacher_model_path"], unl_augment=unl)
 

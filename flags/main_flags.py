@@ -16,12 +16,6 @@ NO_EFFECT_FLAGS = (
 # Accepted for compatibility but not implemented yet in this version: setting one to a
 # non-default value is an error (never a silently different run).
 NOT_YET_FLAGS = {
-    "teacher_model_name": "Noisy Student training (issue 4)",
-    "teacher_model_path": "Noisy Student training (issue 4)",
-    "unlabel_data_dir": "Noisy Student training (issue 4)",
-    "unlabel_ratio": "Noisy Student training (issue 4)",
-    "teacher_softmax_temp": "Noisy Student training (issue 4)",
-    "unl_aug": "Noisy Student training (issue 4)",
     "init_model": "checkpoint initialisation (issue 4)",
     "init_model_path": "checkpoint initialisation (issue 4)",
     "fix_layer_num": "layer freezing (issue 4)",

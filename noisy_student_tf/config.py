@@ -4,6 +4,7 @@ main.py and the tools turn absl flags into these (flags/config.py); the library 
 """
 
 import dataclasses
+import math
 from typing import Optional
 
 from noisy_student_tf.data.augment import AugmentConfig
@@ -81,7 +82,28 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class StudentConfig:
+    """The semi-supervised part (upstream section 4.2). Off while unlabel_ratio is 0."""
+
+    unlabel_ratio: float = 0.0
+    unlabel_data_dir: str = ""
+    teacher_softmax_temp: float = -1.0  # -1: hard one-hot pseudo-labels
+    teacher: Optional[ModelConfig] = None  # online teacher; None: offline (stored predictions)
+    teacher_model_path: Optional[str] = None
+    unl_augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+
+    @property
+    def enabled(self) -> bool:
+        return self.unlabel_ratio > 0
+
+    def unlabeled_batch_size(self, batch: int, sample_prob: float) -> int:
+        """U = ceil(B * p * r)."""
+        return int(math.ceil(batch * sample_prob * self.unlabel_ratio))
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    student: StudentConfig = dataclasses.field(default_factory=StudentConfig)

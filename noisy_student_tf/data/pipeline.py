@@ -135,14 +135,20 @@ def labeled_train_dataset(files, cfg: InputConfig, batch_size: int, input_contex
                 truncate=per_batch is not None)
         return {"image": image, "label": _check_label(ex["label"], cfg.num_classes)}
 
+    return _map_batch_augment(ds, parse, cfg, batch_size, per_batch, "image", seed_offset=1)
+
+
+def _map_batch_augment(ds, parse, cfg: InputConfig, batch_size: int, per_batch, key: str,
+                       seed_offset: int):
+    """map(parse) -> batch -> optional batched RandAugment of `key` -> prefetch. Batched
+    augmentation (each image still draws its own ops) launches far fewer kernels than per-image
+    augmentation (benchmarks/input_pipeline.py)."""
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=cfg.deterministic)
     ds = ds.batch(batch_size, drop_remainder=True)
     if per_batch is not None:
-        # RandAugment on whole batches (each image still draws its own ops): far fewer kernel
-        # launches than per image (benchmarks/input_pipeline.py).
-        batch_seeds = tf.data.Dataset.random(seed=cfg.seed + 1).batch(2)
-        ds = tf.data.Dataset.zip((ds, batch_seeds)).map(
-            lambda b, s: {**b, "image": per_batch(b["image"], s)},
+        seeds = tf.data.Dataset.random(seed=cfg.seed + seed_offset).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda b, s: {**b, key: per_batch(b[key], s)},
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=cfg.deterministic)
     return ds.prefetch(tf.data.AUTOTUNE)
 
@@ -216,14 +222,7 @@ def unlabeled_train_dataset(files, cfg: InputConfig, batch_size: int, student_au
                 image, teacher_size, cfg.small_image)
         return out
 
-    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=cfg.deterministic)
-    ds = ds.batch(batch_size, drop_remainder=True)
-    if per_batch is not None:
-        seeds = tf.data.Dataset.random(seed=cfg.seed + 3).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda b, s: {**b, "unl_image": per_batch(b["unl_image"], s)},
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=cfg.deterministic)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return _map_batch_augment(ds, parse, cfg, batch_size, per_batch, "unl_image", seed_offset=3)
 
 
 def zip_labeled_unlabeled(labeled, unlabeled):

@@ -15,6 +15,7 @@ import tensorflow as tf
 from absl import logging
 
 from noisy_student_tf import io_utils
+from noisy_student_tf import teacher as teacher_lib
 from noisy_student_tf.config import RunConfig
 from noisy_student_tf.errors import UserInputError
 from noisy_student_tf.models import efficientnet
@@ -67,6 +68,10 @@ class Trainer:
                 # Evaluation reads the shadows through a second model, so training weights are
                 # never swapped in and out.
                 self.eval_model = efficientnet.build_model(m.model_name, **m.build_kwargs())
+            self.teacher = None
+            st = cfg.student
+            if st.enabled and st.teacher is not None:
+                self.teacher = teacher_lib.load_teacher(st.teacher, st.teacher_model_path)
         self._wd_vars = efficientnet.weight_decay_variables(self.model)
         items = {"model": self.model, "optimizer": self.optimizer}
         if self.ema is not None:
@@ -110,41 +115,109 @@ class Trainer:
             self.ema.copy_to(efficientnet.ema_variables(self.eval_model))
 
     # ---------------------------------------------------------------- steps
+    def _unlabeled_targets(self, batch):
+        """Pseudo-label targets q [U, C] (float32, no gradient), upstream section 4.2: from the
+        online teacher's logits on its clean view, or from stored `probabilities` / `label`."""
+        st, c = self.cfg.student, self.cfg.model.num_classes
+        temp = st.teacher_softmax_temp
+        if self.teacher is not None:
+            d = self.cfg.data
+            t_images = normalize(batch["unl_teacher_image"], d.mean_rgb, d.stddev_rgb)
+            t_logits = tf.stop_gradient(tf.cast(self.teacher(t_images, training=False),
+                                                tf.float32))
+            if temp != -1:
+                return tf.nn.softmax(t_logits / temp)
+            hard = tf.argmax(t_logits, -1, output_type=tf.int32)
+            return losses.smoothed_onehot(hard, c, self.cfg.train.label_smoothing)
+        if temp != -1:
+            probs = batch["unl_probs"]
+            total = tf.reduce_sum(probs, -1)
+            tf.debugging.assert_positive(
+                total, message="unlabeled record has all-zero `probabilities`: offline "
+                "training with --teacher_softmax_temp needs predicted probabilities (or use "
+                "--teacher_model_name for an online teacher)")
+            sharpened = tf.pow(probs / total[:, None], 1.0 / temp)
+            return sharpened / tf.reduce_sum(sharpened, -1, keepdims=True)
+        labels = batch["unl_label"]
+        tf.debugging.assert_greater_equal(labels, 0, message="unlabeled record has no `label` "
+                                          "(offline hard labels need the filter tool's output)")
+        tf.debugging.assert_less(labels, c, message="unlabeled `label` >= num_label_classes")
+        return losses.smoothed_onehot(labels, c, self.cfg.train.label_smoothing)
+
     def _train_step(self, batch):
-        """One replica's step; returns summed-over-replicas metrics."""
-        t, d = self.cfg.train, self.cfg.data
+        """One replica's step; returns metrics to be summed over replicas.
+
+        Loss (upstream 4.2): L_lab + r * L_unl + weight_decay * sum ||w||^2 / 2, with L_lab the
+        label-smoothed cross-entropy over the B labeled images and L_unl the soft cross-entropy
+        against the pseudo-label targets averaged over the U = ceil(B * p * r) unlabeled ones.
+        Student logits come from one forward pass over [labeled; unlabeled] (shared BN batch).
+        """
+        t, d, st = self.cfg.train, self.cfg.data, self.cfg.student
         num_replicas = self.strategy.num_replicas_in_sync
+        global_b = t.train_batch_size
         images = normalize(batch["image"], d.mean_rgb, d.stddev_rgb)
         labels = batch["label"]
         step = self.optimizer.iterations
         seed = tf.stack([tf.cast(t.seed, tf.int64), tf.cast(step, tf.int64)])
+        b_local = tf.shape(labels)[0]
+        if st.enabled:
+            targets = self._unlabeled_targets(batch)
+            unl = normalize(batch["unl_image"], d.mean_rgb, d.stddev_rgb)
+            images = tf.concat([images, unl], axis=0)
+            global_u = st.unlabeled_batch_size(global_b, t.label_data_sample_prob)
         with tf.GradientTape() as tape:
             logits = tf.cast(self.model(images, training=True), tf.float32)
+            lab_logits = logits[:b_local]
             lab_loss = losses.labeled_loss_sum(
-                labels, logits, self.cfg.model.num_classes, t.label_smoothing,
+                labels, lab_logits, self.cfg.model.num_classes, t.label_smoothing,
                 t.label_data_sample_prob, seed,
-            ) / t.train_batch_size
+            ) / global_b
+            data_loss = lab_loss
+            if st.enabled:
+                unl_logits = logits[b_local:]
+                unl_loss = tf.reduce_sum(losses.soft_cross_entropy(targets, unl_logits)) / global_u
+                # upstream weights by the real-valued ratio r, not U / B after the ceiling.
+                data_loss = lab_loss + st.unlabel_ratio * unl_loss
             wd_loss = t.weight_decay * losses.l2_sum(self._wd_vars)
             # Gradients are summed over replicas: each replica carries 1/num_replicas of the
             # (replica-independent) weight-decay term.
-            loss = lab_loss + wd_loss / num_replicas
+            loss = data_loss + wd_loss / num_replicas
         grads = tape.gradient(loss, self.model.trainable_variables)
         self.optimizer.apply(grads, self.model.trainable_variables)
         if self.ema is not None:
             self.ema.update(self.optimizer.iterations)
-        probs = tf.nn.softmax(logits)
-        correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
+        probs = tf.nn.softmax(lab_logits)
+        correct = tf.cast(tf.equal(tf.argmax(lab_logits, -1, output_type=tf.int32), labels),
                           tf.float32)
-        return {
+        metrics = {
             "lab/loss": lab_loss,
-            "lab/acc": tf.reduce_sum(correct) / t.train_batch_size,
-            "lab/pred_prob": tf.reduce_sum(tf.reduce_max(probs, -1)) / t.train_batch_size,
-            "train/data_loss": lab_loss,
+            "lab/acc": tf.reduce_sum(correct) / global_b,
+            "lab/pred_prob": tf.reduce_sum(tf.reduce_max(probs, -1)) / global_b,
+            "train/data_loss": data_loss,
             "train/loss": loss,
         }
+        if st.enabled:
+            unl_probs = tf.nn.softmax(unl_logits)
+            agree = tf.equal(tf.argmax(unl_logits, -1, output_type=tf.int32), batch["unl_label"])
+            metrics.update({
+                "ext/loss": unl_loss,
+                "unl/pred_prob": tf.reduce_sum(tf.reduce_max(unl_probs, -1)) / global_u,
+                "unl/acc_to_dump": tf.reduce_sum(tf.cast(agree, tf.float32)) / global_u,
+            })
+            if st.teacher_softmax_temp != -1:
+                metrics["unl/target_prob"] = tf.reduce_sum(tf.reduce_max(targets, -1)) / global_u
+        return metrics
+
+    def metric_keys(self) -> tuple:
+        keys = ("lab/loss", "lab/acc", "lab/pred_prob", "train/data_loss", "train/loss")
+        if self.cfg.student.enabled:
+            keys += ("ext/loss", "unl/pred_prob", "unl/acc_to_dump")
+            if self.cfg.student.teacher_softmax_temp != -1:
+                keys += ("unl/target_prob",)
+        return keys
 
     def _make_train_loop(self):
-        keys = ("lab/loss", "lab/acc", "lab/pred_prob", "train/data_loss", "train/loss")
+        keys = self.metric_keys()
         t, m = self.cfg.train, self.cfg.model
         per_replica_batch = t.train_batch_size // self.strategy.num_replicas_in_sync
         k = min(max(t.image_summary_images, 1), per_replica_batch)

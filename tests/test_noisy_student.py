@@ -1,0 +1,132 @@
+"""The noisy-student step: online teacher (frozen, EMA weights, never saved), offline targets,
+upstream's loss weighting, and bad teacher checkpoints."""
+
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from noisy_student_tf.config import StudentConfig
+from noisy_student_tf.errors import UserInputError
+from noisy_student_tf.models import efficientnet
+from noisy_student_tf.teacher import load_teacher
+from noisy_student_tf.train import losses
+from noisy_student_tf.train.loop import Trainer, normalize
+from tests.test_trainer import dataset_fn, tiny_config
+
+U = 8  # ceil(4 * 1.0 * 2.0)
+
+
+def teacher_dir(tmp_path):
+    path = str(tmp_path / "teacher")
+    Trainer(tiny_config(path, train_steps=2), tf.distribute.get_strategy()).train(dataset_fn)
+    return path
+
+
+def ssl_batches(seed=1, probs=None, labels=None):
+    rng = np.random.RandomState(seed)
+    unl = {
+        "unl_image": rng.randint(0, 255, (U, 16, 16, 3)).astype(np.uint8),
+        "unl_teacher_image": rng.randint(0, 255, (U, 16, 16, 3)).astype(np.uint8),
+        "unl_label": (np.arange(U) % 3 if labels is None else labels).astype(np.int32),
+        "unl_probs": (rng.dirichlet(np.ones(3), U) if probs is None else probs).astype(
+            np.float32),
+    }
+    unl_ds = tf.data.Dataset.from_tensors(unl).repeat()
+    return tf.data.Dataset.zip((dataset_fn(), unl_ds)).map(lambda a, b: {**a, **b})
+
+
+def student_config(tmp_path, temp=1.0, online=True, **train):
+    cfg = tiny_config(str(tmp_path / "student"), **train)
+    model = dataclasses.replace(cfg.model, dropout_rate=0.0, stochastic_depth_rate=0.0)
+    st = StudentConfig(unlabel_ratio=2.0, unlabel_data_dir="unused", teacher_softmax_temp=temp,
+                       teacher=model if online else None,
+                       teacher_model_path=teacher_dir(tmp_path) if online else None)
+    return dataclasses.replace(cfg, model=model, student=st)
+
+
+def test_online_loss_is_lab_plus_r_times_unl_and_teacher_is_frozen(tmp_path):
+    cfg = student_config(tmp_path)
+    trainer = Trainer(cfg, tf.distribute.get_strategy())
+    teacher_before = [v.numpy().copy() for v in trainer.teacher.weights]
+    batch = next(iter(ssl_batches()))
+    d = cfg.data
+    # expected first-step losses, from the same forward pass the step makes
+    x = tf.concat([normalize(batch["image"], d.mean_rgb, d.stddev_rgb),
+                   normalize(batch["unl_image"], d.mean_rgb, d.stddev_rgb)], 0)
+    weights = [v.numpy() for v in trainer.model.weights]
+    logits = trainer.model(x, training=True).numpy()
+    trainer.model.set_weights(weights)  # undo the BN statistics update of that call
+    t_logits = trainer.teacher(normalize(batch["unl_teacher_image"], d.mean_rgb,
+                                         d.stddev_rgb), training=False)
+    q = tf.nn.softmax(t_logits)
+    lab = float(losses.labeled_loss_sum(batch["label"], logits[:4], 3, 0.1)) / 4
+    unl = float(tf.reduce_mean(losses.soft_cross_entropy(q, logits[4:])))
+    metrics, _ = trainer._make_train_loop()(iter(ssl_batches()), tf.constant(1))
+    assert float(metrics["lab/loss"]) == pytest.approx(lab, rel=1e-4)
+    assert float(metrics["ext/loss"]) == pytest.approx(unl, rel=1e-4)
+    assert float(metrics["train/data_loss"]) == pytest.approx(lab + 2.0 * unl, rel=1e-4)
+    assert float(metrics["unl/target_prob"]) == pytest.approx(
+        float(tf.reduce_mean(tf.reduce_max(q, -1))), rel=1e-4)
+    # a few more steps: the teacher never changes, and is not in the student's checkpoint
+    trainer._make_train_loop()(iter(ssl_batches()), tf.constant(3))
+    for before, after in zip(teacher_before, trainer.teacher.weights):
+        np.testing.assert_array_equal(before, after.numpy())
+    path = trainer.save()
+    names = [n for n, _ in tf.train.list_variables(path)]
+    n_student = len(trainer.model.weights)
+    assert not any("teacher" in n for n in names)
+    assert sum(n.startswith("model/") for n in names) <= n_student + 5
+
+
+def test_hard_labels_are_smoothed_argmax(tmp_path):
+    trainer = Trainer(student_config(tmp_path, temp=-1), tf.distribute.get_strategy())
+    batch = next(iter(ssl_batches()))
+    q = trainer._unlabeled_targets(batch).numpy()
+    t_logits = trainer.teacher(normalize(batch["unl_teacher_image"], trainer.cfg.data.mean_rgb,
+                                         trainer.cfg.data.stddev_rgb), training=False)
+    expected = losses.smoothed_onehot(tf.argmax(t_logits, -1, output_type=tf.int32), 3, 0.1)
+    np.testing.assert_allclose(q, expected.numpy(), rtol=1e-6)
+
+
+def test_offline_targets_sharpen_stored_probabilities(tmp_path):
+    probs = np.array([[0.7, 0.2, 0.1]] * U, np.float32)
+    trainer = Trainer(student_config(tmp_path, temp=0.5, online=False),
+                      tf.distribute.get_strategy())
+    assert trainer.teacher is None
+    q = trainer._unlabeled_targets(next(iter(ssl_batches(probs=probs)))).numpy()
+    expected = probs ** 2 / (probs ** 2).sum(-1, keepdims=True)  # prob^(1/T), renormalised
+    np.testing.assert_allclose(q, expected, rtol=1e-5)
+    hard = Trainer(student_config(tmp_path, temp=-1, online=False), tf.distribute.get_strategy())
+    q = hard._unlabeled_targets(next(iter(ssl_batches(labels=np.full(U, 2))))).numpy()
+    np.testing.assert_allclose(q[:, 2], 0.9 + 0.1 / 3, rtol=1e-6)
+
+
+def test_offline_zero_probabilities_fail_loudly(tmp_path):
+    trainer = Trainer(student_config(tmp_path, temp=1.0, online=False),
+                      tf.distribute.get_strategy())
+    batch = next(iter(ssl_batches(probs=np.zeros((U, 3)))))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="all-zero `probabilities`"):
+        trainer._unlabeled_targets(batch)
+
+
+def test_teacher_of_another_architecture_is_rejected(tmp_path):
+    path = teacher_dir(tmp_path)
+    cfg = tiny_config().model
+    load_teacher(cfg, path)
+    wrong = dataclasses.replace(cfg, width_coefficient=0.2)
+    with pytest.raises(UserInputError, match="does not hold a efficientnet-b0"):
+        load_teacher(wrong, path)
+    with pytest.raises(UserInputError, match="no such checkpoint"):
+        load_teacher(cfg, os.path.join(path, "model.ckpt-99"))
+
+
+def test_teacher_uses_ema_weights(tmp_path):
+    path = teacher_dir(tmp_path)
+    source = Trainer(tiny_config(path, train_steps=2), tf.distribute.get_strategy())
+    source.restore()
+    model = load_teacher(tiny_config().model, path)
+    for shadow, var in zip(source.ema.shadows, efficientnet.ema_variables(model)):
+        np.testing.assert_array_equal(shadow.numpy(), var.numpy())
