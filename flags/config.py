@@ -110,6 +110,8 @@ def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
 
     train_files = None
     num_train = values["num_train_images"] or info.num_train_images
+    if values["task_name"] == "digits" and values["label_data_dir"]:
+        num_train = values["num_train_images"]  # another digits split: count its records
     if values["mode"] in ("train", "train_and_eval"):
         train_files = pipeline.train_files(label_dir, values["num_train_shards"])
         if num_train is None:

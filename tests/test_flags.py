@@ -121,7 +121,7 @@ def test_train_last_step_num_scaled_by_ratio(fv, digits_dir, tmp_path):
     (["--task_name=cifar"], "task_name"),
     (["--num_label_classes=1"], "num_label_classes"),
     (["--mode=fit"], "mode"),
-    (["--teacher_model_name=efficientnet-b0"], "not implemented yet"),
+    (["--init_model"], "not implemented yet"),
     (["--label_data_sample_prob=0"], "label_data_sample_prob"),
 ])
 def test_bad_flags(fv, tmp_path, args, match):
@@ -129,3 +129,34 @@ def test_bad_flags(fv, tmp_path, args, match):
           *args)
     with pytest.raises(UserInputError, match=match):
         run_config_from_flags(fv)
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--unlabel_ratio=-1"], "unlabel_ratio=-1"),
+    (["--unlabel_ratio=2"], "needs --unlabel_data_dir"),
+    (["--unlabel_ratio=2", "--unlabel_data_dir=/nonexistent"], "/nonexistent"),
+    (["--unlabel_ratio=2", "--unlabel_data_dir=DIGITS", "--teacher_model_name=efficientnet-b0"],
+     "needs --teacher_model_path"),
+    (["--unlabel_ratio=2", "--unlabel_data_dir=DIGITS", "--teacher_softmax_temp=0"],
+     "teacher_softmax_temp=0"),
+    (["--unlabel_ratio=2", "--unlabel_data_dir=DIGITS", "--unl_aug=v9"], "unl_aug"),
+])
+def test_bad_student_flags(fv, digits_dir, tmp_path, args, match):
+    args = [a.replace("DIGITS", digits_dir) for a in args]
+    parse(fv, "--task_name=digits", f"--label_data_dir={digits_dir}", f"--model_dir={tmp_path}",
+          *args)
+    with pytest.raises(UserInputError, match=match):
+        run_config_from_flags(fv)
+
+
+def test_student_config_from_flags(fv, digits_dir, tmp_path):
+    parse(fv, "--task_name=digits", f"--label_data_dir={digits_dir}", f"--model_dir={tmp_path}",
+          "--unlabel_ratio=3", f"--unlabel_data_dir={digits_dir}", "--teacher_softmax_temp=1",
+          "--teacher_model_name=efficientnet-b1", f"--teacher_model_path={tmp_path}",
+          "--augment_name=v1", "--unl_aug=", "--train_batch_size=10")
+    st = run_config_from_flags(fv).student
+    assert st.enabled and st.unlabeled_batch_size(10, 1.0) == 30
+    # no run_config.json beside the teacher: upstream's rule, student overrides + 32px
+    assert st.teacher.model_name == "efficientnet-b1" and st.teacher.image_size == 32
+    assert st.teacher.width_coefficient == 0.5
+    assert st.unl_augment.name is None  # --unl_aug='' turns RandAugment off for unlabeled

@@ -53,21 +53,16 @@ def load_split() -> dict:
     return {name: (big[idx], labels[idx]) for name, idx in parts.items()}
 
 
-def prepare(cache_dir: str | None = None) -> str:
-    """Writes the TFRecords once (atomically: a temp dir renamed into place); returns the dir."""
-    root = os.path.join(cache_dir or default_cache_dir(), "digits", VERSION)
+def _write_once(root: str, write) -> None:
+    """Runs write(tmp_dir) once: into a temp dir renamed to `root` with a DONE marker, so a
+    killed run never leaves a directory that looks complete."""
     if os.path.exists(os.path.join(root, "DONE")):
-        return root
+        return
     os.makedirs(os.path.dirname(root), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".digits-", dir=os.path.dirname(root))
+    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=os.path.dirname(root))
     os.chmod(tmp, 0o755)
     try:
-        for subset, (images, labels) in load_split().items():
-            serialized = [
-                records.labeled_example(tf.io.encode_jpeg(img, quality=100).numpy(), y + 1)
-                for img, y in zip(images, labels)
-            ]
-            records.write_shards(tmp, subset, serialized, SHARDS[subset])
+        write(tmp)
         with open(os.path.join(tmp, "DONE"), "w") as f:
             f.write("ok\n")
         if os.path.exists(root):  # a half-written dir from a killed run
@@ -76,4 +71,57 @@ def prepare(cache_dir: str | None = None) -> str:
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _encode(image) -> bytes:
+    return tf.io.encode_jpeg(image, quality=100).numpy()
+
+
+def _write_labeled(directory: str, subset: str, images, labels) -> None:
+    serialized = [records.labeled_example(_encode(x), y + 1) for x, y in zip(images, labels)]
+    records.write_shards(directory, subset, serialized, SHARDS[subset])
+
+
+def prepare(cache_dir: str | None = None) -> str:
+    """Writes the TFRecords once; returns the directory (train*, dev*, test*)."""
+    root = os.path.join(cache_dir or default_cache_dir(), "digits", VERSION)
+
+    def write(tmp):
+        for subset, (images, labels) in load_split().items():
+            _write_labeled(tmp, subset, images, labels)
+
+    _write_once(root, write)
     return root
+
+
+def prepare_scarce(labels_per_class: int, cache_dir: str | None = None) -> tuple:
+    """The semi-supervised digits setting: (labeled_dir, unlabeled_dir).
+
+    labeled_dir holds `train*` with the first `labels_per_class` images of each class of the
+    train split (in the fixed permutation order) plus the same `dev*` and `test*` as prepare();
+    unlabeled_dir holds the other train images as `extra*` shards with only `image/encoded` (no
+    labels: an offline run on them fails loudly instead of training on dummies).
+    """
+    root = os.path.join(cache_dir or default_cache_dir(), "digits", f"{VERSION}_scarce",
+                        f"{labels_per_class}_per_class")
+
+    def write(tmp):
+        split = load_split()
+        images, labels = split["train"]
+        counts = np.bincount(labels)
+        if not 1 <= labels_per_class <= counts.min():
+            raise ValueError(f"labels_per_class={labels_per_class} must be in "
+                             f"[1, {counts.min()}] for digits")
+        rank = np.array([np.sum(labels[:i] == y) for i, y in enumerate(labels)])
+        keep = rank < labels_per_class
+        lab_dir, unl_dir = os.path.join(tmp, "labeled"), os.path.join(tmp, "unlabeled")
+        os.makedirs(lab_dir)
+        os.makedirs(unl_dir)
+        _write_labeled(lab_dir, "train", images[keep], labels[keep])
+        for subset in ("dev", "test"):
+            _write_labeled(lab_dir, subset, *split[subset])
+        records.write_shards(unl_dir, "extra", [records.unlabeled_only_example(_encode(x))
+                                                for x in images[~keep]], 4)
+
+    _write_once(root, write)
+    return os.path.join(root, "labeled"), os.path.join(root, "unlabeled")

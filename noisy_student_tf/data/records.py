@@ -34,6 +34,12 @@ def unlabeled_example(encoded: bytes, probabilities=None, label: int = 0, prob: 
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
+def unlabeled_only_example(encoded: bytes) -> bytes:
+    """A raw unlabeled record with only `image/encoded` (no dummy label or probabilities)."""
+    feature = {IMAGE_KEY: _bytes([encoded])}
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
 def parse_labeled(serialized):
     """-> {'encoded': string [], 'label': int32 [] (0-based: upstream's label_minus_one)}."""
     parsed = tf.io.parse_single_example(
