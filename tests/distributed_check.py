@@ -5,9 +5,11 @@ per-replica BN statistics equal the single-device ones and the loss curves must 
 Prints JSON {"mirrored": [...], "single": [...]}.
 """
 
+import dataclasses
 import json
 import os
 import sys
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -19,30 +21,48 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 from noisy_student_tf import distribute  # noqa: E402
-from noisy_student_tf.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
+from noisy_student_tf.config import (DataConfig, ModelConfig, RunConfig,  # noqa: E402
+                                     StudentConfig, TrainConfig)
 from noisy_student_tf.train.loop import Trainer  # noqa: E402
 
 STEPS = 4
 
 
-def config():
-    return RunConfig(
+WITH_TEACHER = "--teacher" in sys.argv
+
+
+def config(teacher_path=None):
+    cfg = RunConfig(
         model=ModelConfig(num_classes=3, image_size=16, small_image_model=True, dropout_rate=0.0,
                           stochastic_depth_rate=0.0, width_coefficient=0.1,
                           depth_coefficient=0.1),
         data=DataConfig(num_train_images=40, mean_rgb=(127.0,) * 3, stddev_rgb=(60.0,) * 3),
         train=TrainConfig(train_steps=100, train_batch_size=8, base_learning_rate=0.5),
     )
+    if teacher_path:
+        st = StudentConfig(unlabel_ratio=1.0, unlabel_data_dir="unused", teacher_softmax_temp=1.0,
+                           teacher=cfg.model, teacher_model_path=teacher_path)
+        cfg = dataclasses.replace(cfg, student=st)
+    return cfg
 
 
 def batches(n):
     rng = np.random.RandomState(0)
-    return [{"image": rng.randint(0, 255, (n, 16, 16, 3)).astype(np.uint8),
-             "label": rng.randint(0, 3, n).astype(np.int32)} for _ in range(STEPS)]
+    out = []
+    for _ in range(STEPS):
+        b = {"image": rng.randint(0, 255, (n, 16, 16, 3)).astype(np.uint8),
+             "label": rng.randint(0, 3, n).astype(np.int32)}
+        if WITH_TEACHER:  # as many unlabeled images as labeled (unlabel_ratio 1)
+            b["unl_image"] = rng.randint(0, 255, (n, 16, 16, 3)).astype(np.uint8)
+            b["unl_teacher_image"] = rng.randint(0, 255, (n, 16, 16, 3)).astype(np.uint8)
+            b["unl_label"] = np.zeros(n, np.int32)
+            b["unl_probs"] = np.full((n, 3), 1 / 3, np.float32)
+        out.append(b)
+    return out
 
 
 def curve(strategy, per_replica, repeat):
-    trainer = Trainer(config(), strategy)
+    trainer = Trainer(config(TEACHER_PATH), strategy)
     trainer.model.set_weights(init_weights)
     n = strategy.num_replicas_in_sync
     # One input pipeline feeds replicas round-robin: element i goes to replica i % n, so each
@@ -59,7 +79,15 @@ def curve(strategy, per_replica, repeat):
     return [float(loop(iterator, tf.constant(1))[0]["train/loss"]) for _ in range(STEPS)]
 
 
-init_weights = Trainer(config(), tf.distribute.get_strategy()).model.get_weights()
+TEACHER_PATH = None
+if WITH_TEACHER:  # a briefly trained teacher checkpoint, loaded by both runs
+    TEACHER_PATH = tempfile.mkdtemp()
+    source = Trainer(dataclasses.replace(config(), train=dataclasses.replace(
+        config().train, model_dir=TEACHER_PATH, train_steps=2, iterations_per_loop=2,
+        save_checkpoints_steps=2)), tf.distribute.get_strategy())
+    source.train(lambda ctx: tf.data.Dataset.from_tensors(
+        {k: v for k, v in batches(8)[0].items() if k in ("image", "label")}).repeat())
+init_weights = Trainer(config(TEACHER_PATH), tf.distribute.get_strategy()).model.get_weights()
 mirrored = distribute.get_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
 assert mirrored.num_replicas_in_sync == 2
 result = {"mirrored": curve(mirrored, 4, 1), "single": curve(tf.distribute.get_strategy(), 4, 2)}

@@ -28,8 +28,10 @@ def test_auto_strategy_resolution(monkeypatch):
 
 
 @pytest.mark.e2e
-def test_mirrored_two_cpus_matches_single_device():
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "distributed_check.py")],
+@pytest.mark.parametrize("mode", ["supervised", "teacher"])
+def test_mirrored_two_cpus_matches_single_device(mode):
+    args = ["--teacher"] if mode == "teacher" else []
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "distributed_check.py"), *args],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
