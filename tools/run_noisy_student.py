@@ -19,7 +19,6 @@ per class and the rest of the train split as unlabeled images. For your own data
 TFRecord formats, with --num_label_classes and --input_image_size.
 """
 
-import json
 import os
 import subprocess
 import sys
