@@ -52,7 +52,7 @@ flags.DEFINE_float("depth_coefficient", 0.5, "Depth override for every model (sm
 flags.DEFINE_integer("train_batch_size", 32, "Labeled batch size of every stage.")
 flags.DEFINE_integer("teacher_train_steps", 300, "Teacher schedule length.")
 flags.DEFINE_integer("student_train_steps", 600, "Student (and baseline) schedule length.")
-flags.DEFINE_float("unlabel_ratio", 3, "Unlabeled images per labeled image in a student batch.")
+flags.DEFINE_float("unlabel_ratio", 2, "Unlabeled images per labeled image in a student batch.")
 flags.DEFINE_float("teacher_softmax_temp", 1.0, "Soft pseudo-labels at this temperature; -1: "
                    "hard labels.")
 flags.DEFINE_string("augment_name", "v1", "Student input noise ('' for crop/flip only).")
