@@ -262,6 +262,9 @@ class Trainer:
                      self.steps_per_epoch)
         dist_ds = self.strategy.distribute_datasets_from_function(dataset_fn)
         iterator = iter(dist_ds)
+        # Kept alive with the trainer: destroying a running input pipeline can deadlock in TF
+        # 2.21 (see main.py), so it is never torn down mid-process.
+        self._train_iterator = iterator
         train_loop = self._make_train_loop()
         writer = self._writer("train")
         save_every = max(t.save_checkpoints_steps, t.iterations_per_loop)
