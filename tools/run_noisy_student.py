@@ -85,7 +85,7 @@ def run_stage(name: str, args: list, output_dir: str) -> dict:
                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         if proc.returncode != 0:
             tail = open(os.path.join(model_dir, "stage_log.txt")).read().strip().splitlines()
-            errors = [l for l in tail if "error:" in l] or tail[-1:]
+            errors = [l for l in tail if l.startswith("main.py: error:")] or tail[-1:]
             raise UserInputError(f"stage {name} failed (exit {proc.returncode}): "
                                  f"{errors[-1] if errors else ''} (log: {model_dir}/stage_log.txt)")
         io_utils.write_text_atomic(done, "ok\n")
