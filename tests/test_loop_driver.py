@@ -58,3 +58,34 @@ def test_loop_bad_input(tmp_path):
     proc = run_loop(f"--output_dir={tmp_path}", "--num_iterations=2",
                     "--student_model_names=efficientnet-b0", check=False)
     assert proc.returncode == 2 and "lists 1 models" in proc.stderr
+
+
+def test_killed_loop_resumes_remaining_stages_only(tmp_path):
+    """kill -9 the driver (and its stage) once the teacher is done; the rerun skips the
+    teacher and completes the rest."""
+    import signal
+    import time
+
+    out = tmp_path / "ns"
+    args = [sys.executable, os.path.join(ROOT, "tools", "run_noisy_student.py"),
+            f"--output_dir={out}", f"--data_cache_dir={tmp_path / 'cache'}", "--seed=2",
+            *TINY[:1], "--student_train_steps=400", *TINY[2:]]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    ckpt = out / "student_1" / "checkpoint"
+    while time.time() < deadline and not ckpt.exists() and proc.poll() is None:
+        time.sleep(0.5)
+    assert ckpt.exists(), "the student never wrote a checkpoint"
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its main.py stage
+    proc.wait()
+    assert not (out / "student_1" / "DONE").exists()
+    teacher_mtime = os.path.getmtime(out / "teacher" / "DONE")
+    done = run_loop(*args[2:])
+    assert "[teacher] already done" in done.stderr
+    assert os.path.getmtime(out / "teacher" / "DONE") == teacher_mtime
+    log = open(out / "student_1" / "stage_log.txt").read()
+    assert log.count("Restored ") >= 1  # the student resumed from its checkpoint
+    summary = json.load(open(out / "summary.json"))
+    assert [r["name"] for r in summary["rounds"]] == ["teacher", "student_1"]
