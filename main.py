@@ -56,6 +56,8 @@ def run() -> None:
     strategy = distribute.get_strategy(FLAGS.strategy, tpu=FLAGS.tpu)
     on_tpu = isinstance(strategy, tf.distribute.TPUStrategy)
     cfg = run_config_from_flags(FLAGS, on_tpu=on_tpu)
+    if FLAGS.mode == "predict":
+        return predict(cfg, strategy)
     _prepare_model_dir(cfg.train.model_dir)
     logging.info("Config: %s", cfg)
 
@@ -134,6 +136,20 @@ def run() -> None:
         for subset, r in results.items():
             print(f"{subset:<8}{r['top_1_accuracy']:>8.4f}{r['top_5_accuracy']:>8.4f}"
                   f"{r['num_images']:>8d}  {r['global_step']}")
+
+
+def predict(cfg, strategy) -> None:
+    """--mode=predict: teacher predictions (or reassigned labels) for shards of unlabeled
+    records, upstream's files (noisy_student_tf/pseudo/predict.py)."""
+    from flags.config import predict_config_from_flags
+    from noisy_student_tf import teacher
+    from noisy_student_tf.pseudo import predict as predict_lib
+
+    model_cfg, pcfg = predict_config_from_flags(FLAGS, cfg)
+    with strategy.scope():
+        model = teacher.load_teacher(model_cfg, FLAGS.predict_ckpt_path, flag="predict_ckpt_path")
+    for path in predict_lib.run_prediction(model, pcfg, strategy):
+        print(path)
 
 
 def main(argv) -> None:

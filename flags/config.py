@@ -64,7 +64,7 @@ def _check_flags(fv, values: dict) -> None:
             f"--label_data_sample_prob={values['label_data_sample_prob']} must be in (0, 1]")
     if values["train_steps"] < 1 or values["train_ratio"] <= 0:
         raise UserInputError("--train_steps and --train_ratio must be positive")
-    if not values["model_dir"]:
+    if not values["model_dir"] and values["mode"] != "predict":
         raise UserInputError("--model_dir is required")
     for name, what in NOT_YET_FLAGS.items():
         if values[name] != fv[name].default:
@@ -72,7 +72,12 @@ def _check_flags(fv, values: dict) -> None:
                 f"--{name}={values[name]!r} is accepted for compatibility but not implemented "
                 f"yet ({what})")
     if values["mode"] == "predict":
-        raise UserInputError("--mode=predict is not implemented yet (prediction tools, issue 5)")
+        if not values["predict_ckpt_path"]:
+            raise UserInputError("--mode=predict needs --predict_ckpt_path (a checkpoint or "
+                                 "model_dir)")
+        if values["data_type"] != "tfrecord":
+            raise UserInputError(f"--data_type={values['data_type']!r}: only tfrecord is "
+                                 "supported")
     for name in NO_EFFECT_FLAGS:
         if values[name] != fv[name].default:
             logging.warning("--%s=%r has no effect in this port (TPU-only or cosmetic upstream "
@@ -173,6 +178,17 @@ def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
     return RunConfig(model=model, data=data, train=train, student=student)
 
 
+def saved_model_config(path: str, name: str):
+    """The ModelConfig in run_config.json beside checkpoint `path` (or in model_dir `path`) when
+    it names model `name`, else None."""
+    run_dir = path if tf.io.gfile.isdir(path) else os.path.dirname(path)
+    saved = io_utils.read_json(os.path.join(run_dir, "run_config.json")) if run_dir else None
+    if saved and saved.get("model", {}).get("model_name") == name:
+        fields = {f: saved["model"][f] for f in ModelConfig.__dataclass_fields__}
+        return ModelConfig(**fields)
+    return None
+
+
 def teacher_model_config(values: dict, student: ModelConfig) -> ModelConfig:
     """The online teacher's architecture: from run_config.json beside its checkpoint when that
     names the same model (so a digits-preset teacher loads), else --teacher_model_name with the
@@ -181,12 +197,9 @@ def teacher_model_config(values: dict, student: ModelConfig) -> ModelConfig:
     if name not in MODEL_PARAMS:
         raise UserInputError(
             f"--teacher_model_name={name!r}; expected one of {', '.join(MODEL_PARAMS)}")
-    path = values["teacher_model_path"] or ""
-    run_dir = path if tf.io.gfile.isdir(path) else os.path.dirname(path)
-    saved = io_utils.read_json(os.path.join(run_dir, "run_config.json")) if run_dir else None
-    if saved and saved.get("model", {}).get("model_name") == name:
-        fields = {f: saved["model"][f] for f in ModelConfig.__dataclass_fields__}
-        return ModelConfig(**fields)
+    saved = saved_model_config(values["teacher_model_path"] or "", name)
+    if saved is not None:
+        return saved
     size = student.image_size if student.small_image_model else MODEL_PARAMS[name][2]
     return ModelConfig(
         model_name=name, num_classes=student.num_classes, image_size=size,
@@ -229,3 +242,26 @@ def student_config(fv, values: dict, model: ModelConfig, aug) -> StudentConfig:
         teacher_softmax_temp=temp, teacher=teacher,
         teacher_model_path=values["teacher_model_path"], unl_augment=unl)
 
+
+
+def predict_config_from_flags(fv, cfg: RunConfig):
+    """(ModelConfig, PredictConfig) for --mode=predict. The architecture comes from
+    run_config.json beside --predict_ckpt_path when it names --model_name (a digits-preset
+    model loads without repeating its width/depth flags), else from the flags."""
+    from noisy_student_tf.pseudo.predict import PredictConfig, parse_shard_ids
+
+    model = saved_model_config(fv.predict_ckpt_path, cfg.model.model_name) or cfg.model
+    if fv["label_data_dir"].present == 0 and fv.task_name != "digits":
+        raise UserInputError("--label_data_dir is required: the directory of the shards to "
+                             "predict on")
+    pcfg = PredictConfig(
+        label_data_dir=cfg.data.label_data_dir, output_dir=fv.output_dir, info_dir=fv.info_dir,
+        image_size=model.image_size, small_image=model.small_image_model,
+        num_classes=model.num_classes, mean_rgb=tuple(cfg.data.mean_rgb),
+        stddev_rgb=tuple(cfg.data.stddev_rgb), file_prefix=fv.file_prefix,
+        num_shards=fv.num_shards, shard_ids=parse_shard_ids(fv.shard_id),
+        worker_id=fv.worker_id, total_replicas=fv.total_replicas,
+        reassign_label=fv.reassign_label, batch_size=fv.predict_batch_size,
+        probabilities_format=fv.probabilities_format, top_k=fv.top_k, seed=fv.seed)
+    pcfg.validate()
+    return model, pcfg

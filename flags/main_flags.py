@@ -19,7 +19,6 @@ NOT_YET_FLAGS = {
     "init_model": "checkpoint initialisation (issue 4)",
     "init_model_path": "checkpoint initialisation (issue 4)",
     "fix_layer_num": "layer freezing (issue 4)",
-    "reassign_label": "prediction tools (issue 5)",
 }
 
 
@@ -169,5 +168,11 @@ def define_main_flags(flag_values=None) -> None:
     d.DEFINE_integer("image_summary_images", 4,
                      "Augmented training images written to TensorBoard at each checkpoint "
                      "(0 disables).")
+    d.DEFINE_integer("predict_batch_size", 256,
+                     "Images per prediction batch (upstream hard-coded 8).")
+    d.DEFINE_enum("probabilities_format", "full", ["full", "fp16", "topk"],
+                  "Soft labels written by --mode=predict --reassign_label: full (upstream), "
+                  "fp16 or topk (see tools/filter_unlabel.py).")
+    d.DEFINE_integer("top_k", 10, "Classes kept with --probabilities_format=topk.")
     d.DEFINE_bool("deterministic", False,
                   "Deterministic tf.data order (slower); with --seed gives repeatable runs.")

@@ -79,6 +79,43 @@ def curve(strategy, per_replica, repeat):
     return [float(loop(iterator, tf.constant(1))[0]["train/loss"]) for _ in range(STEPS)]
 
 
+def predict_check():
+    """--predict: the prediction tool's outputs under MirroredStrategy (2 replicas, a partial
+    last batch) vs one device, in input order."""
+    from noisy_student_tf.models import efficientnet
+    from noisy_student_tf.pseudo import predict as predict_lib
+    from tests import pseudo_data
+
+    root = tempfile.mkdtemp()
+    pseudo_data.write_raw_shards(os.path.join(root, "unl"), 1, [11], encode=pseudo_data.png_bytes)
+    out = {}
+    for name, strategy in (("mirrored", distribute.get_strategy(
+            "mirrored", devices=["/cpu:0", "/cpu:1"])), ("single", tf.distribute.get_strategy())):
+        with strategy.scope():
+            keras_utils_seed()
+            model = efficientnet.build_model("efficientnet-b0", 3, width_coefficient=0.1,
+                                             depth_coefficient=0.1, small_image_model=True)
+        cfg = predict_lib.PredictConfig(
+            label_data_dir=os.path.join(root, "unl"), output_dir=os.path.join(root, name),
+            info_dir=os.path.join(root, name, "info"), image_size=16, small_image=True,
+            num_classes=3, mean_rgb=(127.0,) * 3, stddev_rgb=(60.0,) * 3, file_prefix="extra",
+            num_shards=1, batch_size=4)
+        (path,) = predict_lib.run_prediction(model, cfg, strategy)
+        out[name] = [list(f["probabilities"].float_list.value)
+                     for f in pseudo_data.read_records(path)]
+    print(json.dumps(out))
+
+
+def keras_utils_seed():
+    import keras
+
+    keras.utils.set_random_seed(0)
+
+
+if "--predict" in sys.argv:
+    predict_check()
+    sys.exit(0)
+
 TEACHER_PATH = None
 if WITH_TEACHER:  # a briefly trained teacher checkpoint, loaded by both runs
     TEACHER_PATH = tempfile.mkdtemp()

@@ -39,3 +39,15 @@ def test_mirrored_two_cpus_matches_single_device(mode):
     assert len(mirrored) == 4
     assert not np.allclose(mirrored[0], mirrored[-1])  # it trained
     np.testing.assert_allclose(mirrored, single, rtol=2e-4, atol=1e-5)
+
+
+@pytest.mark.e2e
+def test_mirrored_prediction_matches_single_device_in_order():
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "distributed_check.py"),
+                           "--predict"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    mirrored, single = np.array(result["mirrored"]), np.array(result["single"])
+    assert mirrored.shape == (11, 3)
+    assert np.ptp(single[:, 0]) > 1e-4  # distinct images give distinct predictions
+    np.testing.assert_allclose(mirrored, single, rtol=1e-5, atol=1e-6)

@@ -52,7 +52,7 @@ def list_files(data_dirs: str, patterns: Sequence[str], flag: str = "label_data_
             raise UserInputError(f"--{flag}: directory {d!r} does not exist")
         for pattern in patterns:
             found = [f for f in tf.io.gfile.glob(tf.io.gfile.join(d, pattern))
-                     if not f.endswith(".tmp")]
+                     if ".tmp" not in f.rsplit("/", 1)[-1]]  # half-written outputs
             if found:
                 files.extend(found)
                 break
@@ -86,7 +86,19 @@ def _check_label(label, num_classes: int):
     return label
 
 
-def _read(files, cfg: InputConfig, is_training: bool, input_context=None):
+def _repeat_copies(ds):
+    """Repeats each serialized record `copies` times (the filter tool's compact upsampling;
+    records without the feature count once). Batched so the per-record cost stays small."""
+    def expand(serialized):
+        copies = tf.io.parse_example(serialized, {records.COPIES_KEY: tf.io.FixedLenFeature(
+            [], tf.int64, default_value=1)})[records.COPIES_KEY]
+        tf.debugging.assert_non_negative(copies, message="record has a negative `copies`")
+        return tf.repeat(serialized, copies)
+    return ds.batch(1024).map(expand, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+
+
+def _read(files, cfg: InputConfig, is_training: bool, input_context=None,
+          expand_copies: bool = False):
     if not is_training:  # file order, record order: results line up with the inputs
         return tf.data.TFRecordDataset(list(files), buffer_size=READ_BUFFER_BYTES)
     ds = tf.data.Dataset.from_tensor_slices(list(files))
@@ -107,7 +119,12 @@ def _read(files, cfg: InputConfig, is_training: bool, input_context=None):
     if n_hosts > 1 and shard_records:
         ds = ds.shard(n_hosts, host)
     if cfg.use_cache:
-        return ds.cache().shuffle(CACHED_SHUFFLE_BUFFER, seed=cfg.seed).repeat()
+        ds = ds.cache()
+        if expand_copies:
+            ds = _repeat_copies(ds)
+        return ds.shuffle(CACHED_SHUFFLE_BUFFER, seed=cfg.seed).repeat()
+    if expand_copies:
+        ds = _repeat_copies(ds)
     return ds.shuffle(SHUFFLE_BUFFER, seed=cfg.seed)
 
 
@@ -189,9 +206,10 @@ def unlabeled_train_dataset(files, cfg: InputConfig, batch_size: int, student_au
 
     Yields {'unl_image': uint8 [U, S, S, 3] (student view: crop/flip + `student_augment`,
     upstream's unl_aug), 'unl_label': int32 [U] (the record's 0-based `label`, -1 if absent),
-    'unl_probs': float32 [U, C] (`probabilities`, zeros if absent)} and, with `teacher_size`,
-    'unl_teacher_image': uint8 [U, T, T, 3], the clean eval view of the same bytes at the
-    teacher's resolution. Upstream required the dummy fields; here they are optional.
+    'unl_probs': float32 [U, C] (soft label in any format of records.py, zeros if absent)} and,
+    with `teacher_size`, 'unl_teacher_image': uint8 [U, T, T, 3], the clean eval view of the
+    same bytes at the teacher's resolution. Upstream required the dummy fields; here they are
+    optional. Records with a `copies` feature are repeated that many times before shuffling.
     """
     aug = student_augment if student_augment is not None else cfg.augment
     scfg = dataclasses.replace(cfg, augment=aug)
@@ -199,11 +217,10 @@ def unlabeled_train_dataset(files, cfg: InputConfig, batch_size: int, student_au
     per_batch = augment_lib.batch_fn(aug, cfg.small_image)
     spec = {
         records.IMAGE_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
-        "probabilities": tf.io.FixedLenFeature(
-            [cfg.num_classes], tf.float32, default_value=[0.0] * cfg.num_classes),
         "label": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
+        **records.soft_label_spec(cfg.num_classes),
     }
-    ds = tf.data.Dataset.zip((_read(files, scfg, True, input_context),
+    ds = tf.data.Dataset.zip((_read(files, scfg, True, input_context, expand_copies=True),
                               tf.data.Dataset.random(seed=cfg.seed + 2).batch(2)))
 
     def parse(serialized, seed):
@@ -216,7 +233,7 @@ def unlabeled_train_dataset(files, cfg: InputConfig, batch_size: int, student_au
                 image, cfg.image_size, cfg.small_image, cfg.flip, seed, per_image,
                 truncate=per_batch is not None)
         out = {"unl_image": student, "unl_label": tf.cast(ex["label"], tf.int32),
-               "unl_probs": ex["probabilities"]}
+               "unl_probs": records.dense_probabilities(ex, cfg.num_classes)}
         if teacher_size is not None:
             out["unl_teacher_image"] = preprocess.preprocess_for_eval(
                 image, teacher_size, cfg.small_image)

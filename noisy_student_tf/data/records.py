@@ -1,5 +1,7 @@
 """TFRecord formats of upstream (../shared/UPSTREAM.md sections 5.1-5.3): writing and parsing."""
 
+from typing import Optional
+
 import numpy as np
 import tensorflow as tf
 
@@ -22,7 +24,7 @@ def _floats(values):
 def labeled_example(encoded: bytes, label_1_based: int) -> bytes:
     """A labeled record: `image/encoded` and 1-based `image/class/label`, as proc_svhn writes."""
     feature = {IMAGE_KEY: _bytes([encoded]), LABEL_KEY: _ints([int(label_1_based)])}
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
 def unlabeled_example(encoded: bytes, probabilities=None, label: int = 0, prob: float = 0.0):
@@ -31,13 +33,13 @@ def unlabeled_example(encoded: bytes, probabilities=None, label: int = 0, prob: 
     feature = {IMAGE_KEY: _bytes([encoded]), "label": _ints([int(label)]), "prob": _floats([prob])}
     if probabilities is not None:
         feature["probabilities"] = _floats(np.asarray(probabilities, np.float32).tolist())
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
 def unlabeled_only_example(encoded: bytes) -> bytes:
     """A raw unlabeled record with only `image/encoded` (no dummy label or probabilities)."""
     feature = {IMAGE_KEY: _bytes([encoded])}
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
 def parse_labeled(serialized):
@@ -72,3 +74,83 @@ def write_shards(directory: str, prefix: str, records, num_shards: int) -> list:
         tf.io.gfile.rename(tmp, path, overwrite=True)
         paths.append(path)
     return paths
+
+
+# ---- soft labels: upstream's full format and this port's compact ones ----------------------------
+# full:  `probabilities` (C float32), as upstream writes (about 4 KB per record at 1000 classes).
+# fp16:  `probabilities_fp16` (bytes: C little-endian float16).
+# topk:  `topk_classes` (k int64) and `topk_probabilities` (k float32); the reader scatters them
+#        into a dense vector (the rest of the mass is dropped; training renormalises anyway).
+# Every format keeps upstream's `label` (0-based argmax) and `prob` (its probability). An optional
+# `copies` (int64, default 1) replaces upstream's duplicated records: the reader repeats it.
+PROBABILITIES_FORMATS = ("full", "fp16", "topk")
+FP16_KEY = "probabilities_fp16"
+TOPK_CLASSES_KEY = "topk_classes"
+TOPK_PROBS_KEY = "topk_probabilities"
+COPIES_KEY = "copies"
+
+
+def soft_label_features(probabilities, fmt: str = "full", top_k: int = 10) -> dict:
+    """The feature map for one probability vector in format `fmt` (see above)."""
+    p = np.asarray(probabilities, np.float32)
+    if fmt == "full":
+        return {"probabilities": _floats(p.tolist())}
+    if fmt == "fp16":
+        return {FP16_KEY: _bytes([p.astype("<f2").tobytes()])}
+    if fmt == "topk":
+        k = min(top_k, p.shape[0])
+        idx = np.argpartition(-p, k - 1)[:k]
+        idx = idx[np.argsort(-p[idx], kind="stable")]
+        return {TOPK_CLASSES_KEY: _ints(idx.tolist()), TOPK_PROBS_KEY: _floats(p[idx].tolist())}
+    raise ValueError(f"probabilities_format={fmt!r}; expected one of "
+                     f"{', '.join(PROBABILITIES_FORMATS)}")
+
+
+def pseudo_label_example(encoded: bytes, probabilities, label: int, prob: float,
+                         fmt: str = "full", top_k: int = 10, copies: Optional[int] = None) -> bytes:
+    """A filtered / reassigned record: `image/encoded`, `prob`, `label` and the soft label in
+    format `fmt`; `copies` only when given (compact upsampling)."""
+    feature = {IMAGE_KEY: _bytes([encoded]), "label": _ints([int(label)]),
+               "prob": _floats([float(prob)]), **soft_label_features(probabilities, fmt, top_k)}
+    if copies is not None:
+        feature[COPIES_KEY] = _ints([int(copies)])
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
+
+
+def soft_label_spec(num_classes: int) -> dict:
+    """Parse spec reading any of the formats; all keys optional."""
+    return {
+        "probabilities": tf.io.FixedLenFeature([num_classes], tf.float32,
+                                               default_value=[0.0] * num_classes),
+        FP16_KEY: tf.io.FixedLenFeature([], tf.string, default_value=""),
+        TOPK_CLASSES_KEY: tf.io.VarLenFeature(tf.int64),
+        TOPK_PROBS_KEY: tf.io.VarLenFeature(tf.float32),
+    }
+
+
+def dense_probabilities(parsed: dict, num_classes: int):
+    """float32 [C] from one record parsed with soft_label_spec (whichever format it holds;
+    zeros when it holds none, as upstream's dummy fields of raw unlabeled shards)."""
+    dense = parsed["probabilities"]
+    fp16 = parsed[FP16_KEY]
+    dense = tf.cond(
+        tf.strings.length(fp16) > 0,
+        lambda: tf.ensure_shape(tf.cast(tf.io.decode_raw(fp16, tf.float16), tf.float32),
+                                [num_classes]),
+        lambda: dense)
+    classes = tf.sparse.to_dense(parsed[TOPK_CLASSES_KEY])
+    values = tf.sparse.to_dense(parsed[TOPK_PROBS_KEY])
+    tf.debugging.assert_equal(tf.size(classes), tf.size(values),
+                              message="topk_classes and topk_probabilities differ in length")
+    tf.debugging.assert_less(classes, tf.cast(num_classes, tf.int64),
+                             message=f"topk_classes holds a class >= num_label_classes="
+                                     f"{num_classes}")
+    scattered = tf.scatter_nd(classes[:, None], values, [num_classes])
+    return tf.cond(tf.size(classes) > 0, lambda: scattered, lambda: dense)
+
+
+def prediction_example(probabilities, classes: int) -> bytes:
+    """A record of upstream's prediction files (`train-info-*`): `probabilities`, `classes`."""
+    feature = {"probabilities": _floats(np.asarray(probabilities, np.float32).tolist()),
+               "classes": _ints([int(classes)])}
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)

@@ -1,0 +1,54 @@
+"""absl flags of tools/filter_unlabel.py: upstream filter_unlabel.py's 24 (same names, types and
+defaults; its 0/1 integer switches stay integers) and this port's additions."""
+
+from absl import flags
+
+from flags.main_flags import _Definer
+
+# Accepted for compatibility; they change nothing here (a warning is logged when set).
+FILTER_NO_EFFECT_FLAGS = {
+    "total_label_replicas": "inferred from the prediction files, as upstream overwrote it",
+    "data_type": "only tfrecord exists (upstream's sstable branch was unreachable)",
+    "eval_imagenet_p": "unused upstream",
+}
+
+
+def define_filter_flags(flag_values=None) -> None:
+    d = _Definer(flag_values if flag_values is not None else flags.FLAGS)
+    # ---- upstream filter_unlabel.py
+    d.DEFINE_string("input_dir", "", "Raw unlabeled shards (the ones that were predicted).")
+    d.DEFINE_string("prediction_dir", "", "Directory of the train-info-* prediction files.")
+    d.DEFINE_string("info_dir", "", "Directory of the info-*.txt image counts.")
+    d.DEFINE_string("prelim_stats_dir", "", "Where per-shard histograms and totals go.")
+    d.DEFINE_string("output_dir", "", "Receives threshold.json, data/, stats/, samples/.")
+    d.DEFINE_integer("num_shards", 128, "Total shards.")
+    d.DEFINE_integer("only_use_num_shards", -1, "If not -1, merge stats of this many shards.")
+    d.DEFINE_integer("shard_id", 0, "Shard this process filters.")
+    d.DEFINE_integer("num_image", 1300, "Target images per class after balancing.")
+    d.DEFINE_integer("total_replicas", 1, "Filter tasks per shard (= prediction workers).")
+    d.DEFINE_integer("total_label_replicas", -1, "No effect: inferred from the prediction files.")
+    d.DEFINE_integer("task", -1, "Task index in [0, total_replicas), or -1 for all workers.")
+    d.DEFINE_integer("debug", 0, "1: one worker and only this job's stats.")
+    d.DEFINE_float("min_threshold", 0.0, "Lowest confidence kept; one of 0.00, 0.01, ..., 1.00.")
+    d.DEFINE_float("max_prob", 2, "Highest confidence kept (default: no upper bound).")
+    d.DEFINE_integer("num_label_classes", 1000, "Number of classes C.")
+    d.DEFINE_integer("upsample", 1, "0: at most one copy per image (no duplication).")
+    d.DEFINE_integer("only_get_stats", 0, "1: pass 1 (statistics and thresholds only).")
+    d.DEFINE_string("file_prefix", "train", "Prefix of the raw shards (upstream scripts: extra).")
+    d.DEFINE_string("data_type", "tfrecord", "Only tfrecord.")
+    d.DEFINE_integer("use_top", 1, "1: highest threshold that still gives num_image images; "
+                     "0: always min_threshold.")
+    d.DEFINE_bool("eval_imagenet_p", False, "No effect (unused upstream).")
+    d.DEFINE_bool("use_all", False, "Keep every image above min_threshold once, no balancing.")
+    # ---- this port
+    d.DEFINE_enum("probabilities_format", "full", ["full", "fp16", "topk"],
+                  "Soft labels in the output: full (upstream's C floats), fp16 (C halves as "
+                  "bytes) or topk (--top_k classes and probabilities). The training reader "
+                  "reads all three; upstream's reads only full.")
+    d.DEFINE_integer("top_k", 10, "Classes kept per record with --probabilities_format=topk.")
+    d.DEFINE_enum("copies_format", "records", ["records", "feature"],
+                  "Upsampled images: records (upstream: the record repeated) or feature (once, "
+                  "with an int64 `copies` the training reader repeats).")
+    d.DEFINE_integer("seed", 12345, "Seeds the random rounding, output shuffle and samples "
+                     "(per shard and task), so reruns write identical files.")
+    d.DEFINE_bool("save_samples", True, "Save a few kept images per class under samples/.")
