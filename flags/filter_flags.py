@@ -1,4 +1,4 @@
-"""absl flags of tools/filter_unlabel.py: upstream filter_unlabel.py's 24 (same names, types and
+"""absl flags of tools/filter_unlabel.py: upstream filter_unlabel.py's 23 (same names, types and
 defaults; its 0/1 integer switches stay integers) and this port's additions."""
 
 from absl import flags

@@ -160,3 +160,47 @@ def test_student_config_from_flags(fv, digits_dir, tmp_path):
     assert st.teacher.model_name == "efficientnet-b1" and st.teacher.image_size == 32
     assert st.teacher.width_coefficient == 0.5
     assert st.unl_augment.name is None  # --unl_aug='' turns RandAugment off for unlabeled
+
+
+# ../shared/UPSTREAM.md section 2.3: upstream filter_unlabel.py's 24 flags.
+UPSTREAM_FILTER = [
+    ("input_dir", "string", ""), ("prediction_dir", "string", ""), ("info_dir", "string", ""),
+    ("prelim_stats_dir", "string", ""), ("output_dir", "string", ""),
+    ("num_shards", "int", 128), ("only_use_num_shards", "int", -1), ("shard_id", "int", 0),
+    ("num_image", "int", 1300), ("total_replicas", "int", 1),
+    ("total_label_replicas", "int", -1), ("task", "int", -1), ("debug", "int", 0),
+    ("min_threshold", "float", 0.0), ("max_prob", "float", 2), ("num_label_classes", "int", 1000),
+    ("upsample", "int", 1), ("only_get_stats", "int", 0), ("file_prefix", "string", "train"),
+    ("data_type", "string", "tfrecord"), ("use_top", "int", 1), ("eval_imagenet_p", "bool", False),
+    ("use_all", "bool", False),
+]
+
+
+def test_filter_flags_match_upstream():
+    from flags.filter_flags import define_filter_flags
+
+    values = absl_flags.FlagValues()
+    define_filter_flags(values)
+    assert len(UPSTREAM_FILTER) == 23
+    for name, kind, default in UPSTREAM_FILTER:
+        assert name in values, name
+        assert values[name].flag_type() == ABSL_TYPES[kind], name
+        assert values[name].default == default, name
+
+
+def test_predict_flags_to_config(fv, digits_dir, tmp_path):
+    from flags.config import predict_config_from_flags
+
+    parse(fv, "--task_name=digits", "--mode=predict", f"--label_data_dir={digits_dir}",
+          "--predict_ckpt_path=/nonexistent", f"--output_dir={tmp_path}",
+          f"--info_dir={tmp_path}", "--shard_id=3,1", "--num_shards=4", "--total_replicas=2",
+          "--worker_id=1", "--predict_batch_size=32")
+    model, cfg = predict_config_from_flags(fv, run_config_from_flags(fv))
+    assert (cfg.shard_ids, cfg.worker_id, cfg.total_replicas, cfg.batch_size) == (
+        (3, 1), 1, 2, 32)
+    assert cfg.image_size == 32 and cfg.small_image and cfg.num_classes == 10
+    fv.unparse_flags()
+    parse(fv, "--task_name=digits", "--mode=predict", f"--label_data_dir={digits_dir}",
+          "--predict_ckpt_path=/x", f"--output_dir={tmp_path}")
+    with pytest.raises(UserInputError, match="--info_dir is required"):
+        predict_config_from_flags(fv, run_config_from_flags(fv))

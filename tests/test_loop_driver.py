@@ -89,3 +89,24 @@ def test_killed_loop_resumes_remaining_stages_only(tmp_path):
     assert log.count("Restored ") >= 1  # the student resumed from its checkpoint
     summary = json.load(open(out / "summary.json"))
     assert [r["name"] for r in summary["rounds"]] == ["teacher", "student_1"]
+
+
+def test_offline_loop_predicts_filters_and_trains_from_records(tmp_path):
+    out = str(tmp_path / "off")
+    run_loop(f"--output_dir={out}", f"--data_cache_dir={tmp_path / 'cache'}", "--seed=0",
+             *TINY, "--teacher_mode=offline", "--filter_min_threshold=0")
+    pseudo = os.path.join(out, "pseudo_1")
+    for stage in ("predict", "filter"):
+        assert os.path.exists(os.path.join(pseudo, stage, "DONE"))
+    assert len(os.listdir(os.path.join(pseudo, "predict_label"))) == 4  # one per extra shard
+    final = json.load(open(os.path.join(pseudo, "filter_data", "stats", "final_stats.json")))
+    assert final["total_cnt"] > 0
+    log = open(os.path.join(out, "student_1", "stage_log.txt")).read()
+    assert "offline (stored predictions)" in log
+    assert "Teacher efficientnet-b0 loaded" not in log  # no teacher built in offline mode
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert [r["name"] for r in summary["rounds"]] == ["teacher", "student_1"]
+    # A 4-step teacher is never 90% sure: a threshold nobody passes fails clearly.
+    proc = run_loop(f"--output_dir={tmp_path / 'off2'}", f"--data_cache_dir={tmp_path / 'cache'}",
+                    *TINY, "--teacher_mode=offline", "--filter_min_threshold=0.9", check=False)
+    assert proc.returncode == 2 and "the filter kept no image" in proc.stderr

@@ -8,6 +8,10 @@ rerunning skips finished stages and resumes an interrupted one from its last che
   student_i  online Noisy Student: the previous round's model as frozen teacher (EMA weights,
              clean views), RandAugment + dropout + stochastic depth on the student, labeled +
              unlabeled batches (upstream's local_scripts/svhn/run.sh, scaled to small data)
+  pseudo_i   (--teacher_mode=offline) before student_i: main.py --mode=predict with the
+             previous round's model on every unlabeled shard, then tools/filter_unlabel.py
+             (both passes); student_i then trains on the filtered records, no teacher in
+             its step (upstream's predict.sh -> filter_unlabel.sh -> svhn_offline.sh)
   baseline   (--with_baseline) student_1's model, noise and schedule on the labeled data only:
              what the unlabeled data bought, separately from stronger noise and longer training
 Writes <output_dir>/summary.json {"rounds": [{name, model_name, dev_top_1, test_top_1,
@@ -62,6 +66,15 @@ flags.DEFINE_float("student_stochastic_depth_rate", None, "Student stochastic de
                    "0.2).")
 flags.DEFINE_bool("with_baseline", False, "Also train the labeled-only, noise-matched baseline.")
 flags.DEFINE_string("data_cache_dir", None, "digits: where the split's TFRecords are cached.")
+flags.DEFINE_enum("teacher_mode", "online", ["online", "offline"],
+                  "online: the teacher runs inside the student's train step (upstream's default "
+                  "scripts). offline: main.py --mode=predict on the unlabeled shards, then "
+                  "tools/filter_unlabel.py (confidence filter + class balance), then the student "
+                  "trains on the filtered records (upstream's svhn_offline chain).")
+flags.DEFINE_integer("filter_num_image", -1, "offline: images per class after balancing; -1: "
+                     "unlabeled images / classes (as upstream's SVHN script sets it).")
+flags.DEFINE_float("filter_min_threshold", 0.3, "offline: lowest teacher confidence kept "
+                   "(upstream's scripts: 0.3).")
 
 
 def _stage_args(model_name: str, model_dir: str, train_steps: int, common: list) -> list:
@@ -69,28 +82,93 @@ def _stage_args(model_name: str, model_dir: str, train_steps: int, common: list)
             f"--train_steps={train_steps}", *common]
 
 
+def _run_commands(name: str, stage_dir: str, commands: list) -> None:
+    """Runs `commands` (each [script, *args]) in order for one stage unless the stage is DONE;
+    logs to <stage_dir>/stage_log.txt and writes DONE when all succeeded. Every command is
+    itself restartable (main.py resumes, the tools skip finished shards)."""
+    done = os.path.join(stage_dir, "DONE")
+    if os.path.exists(done):
+        logging.info("[%s] already done, skipping", name)
+        return
+    os.makedirs(stage_dir, exist_ok=True)
+    t0 = time.time()
+    log_path = os.path.join(stage_dir, "stage_log.txt")
+    for script, *args in commands:
+        logging.info("[%s] starting: %s %s", name, script, " ".join(args))
+        with open(log_path, "a") as log:
+            proc = subprocess.run([sys.executable, os.path.join(ROOT, script), *args],
+                                  stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        if proc.returncode != 0:
+            tail = open(log_path).read().strip().splitlines()
+            prefix = f"{os.path.basename(script)}: error:"
+            errors = [l for l in tail if l.startswith(prefix)] or tail[-1:]
+            raise UserInputError(f"stage {name} failed (exit {proc.returncode}): "
+                                 f"{errors[-1] if errors else ''} (log: {log_path})")
+    io_utils.write_text_atomic(done, "ok\n")
+    logging.info("[%s] finished in %.0f s", name, time.time() - t0)
+
+
 def run_stage(name: str, args: list, output_dir: str) -> dict:
     """Runs main.py for one stage unless it is DONE; returns its eval_results.json."""
     model_dir = os.path.join(output_dir, name)
-    done = os.path.join(model_dir, "DONE")
-    if os.path.exists(done):
-        logging.info("[%s] already done, skipping", name)
-    else:
-        os.makedirs(model_dir, exist_ok=True)
-        logging.info("[%s] starting: main.py %s", name, " ".join(args))
-        t0 = time.time()
-        with open(os.path.join(model_dir, "stage_log.txt"), "a") as log:
-            proc = subprocess.run(
-                [sys.executable, os.path.join(ROOT, "main.py"), "--mode=train_and_eval", *args],
-                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-        if proc.returncode != 0:
-            tail = open(os.path.join(model_dir, "stage_log.txt")).read().strip().splitlines()
-            errors = [l for l in tail if l.startswith("main.py: error:")] or tail[-1:]
-            raise UserInputError(f"stage {name} failed (exit {proc.returncode}): "
-                                 f"{errors[-1] if errors else ''} (log: {model_dir}/stage_log.txt)")
-        io_utils.write_text_atomic(done, "ok\n")
-        logging.info("[%s] finished in %.0f s", name, time.time() - t0)
+    _run_commands(name, model_dir, [["main.py", "--mode=train_and_eval", *args]])
     return io_utils.read_json(os.path.join(model_dir, "eval_results.json"))
+
+
+def unlabeled_shards(unlabel_dir: str):
+    """(prefix, num_shards) of upstream-named shards `<prefix>-SSSSS-of-NNNNN` in unlabel_dir
+    (extra* preferred, as upstream's scripts predict on SVHN extra)."""
+    import re
+
+    names = sorted(os.listdir(unlabel_dir)) if os.path.isdir(unlabel_dir) else []
+    for prefix in ("extra", "train"):
+        found = [re.fullmatch(rf"{prefix}-(\d{{5}})-of-(\d{{5}})", n) for n in names]
+        found = [m for m in found if m]
+        if found:
+            total = {int(m.group(2)) for m in found}
+            if len(total) != 1 or len(found) != total.pop():
+                raise UserInputError(f"--unlabel_data_dir={unlabel_dir!r}: {prefix}-* shards "
+                                     "are incomplete or of mixed counts")
+            return prefix, len(found)
+    raise UserInputError(f"--unlabel_data_dir={unlabel_dir!r} has no shards named "
+                         "extra-SSSSS-of-NNNNN or train-SSSSS-of-NNNNN (needed by "
+                         "--teacher_mode=offline)")
+
+
+def pseudo_label_stage(name: str, out: str, data: list, teacher_name: str, teacher_dir: str,
+                       unlabel_dir: str, num_classes: int) -> str:
+    """Offline round: predict on every unlabeled shard, then filter and balance (both passes).
+    Returns the directory of the filtered records."""
+    stage = os.path.join(out, name)
+    prefix, n = unlabeled_shards(unlabel_dir)
+    info, pred = os.path.join(stage, "info"), os.path.join(stage, "predict_label")
+    filtered = os.path.join(stage, "filter_data")
+    predict = ["main.py", "--mode=predict", *data, f"--model_name={teacher_name}",
+               f"--predict_ckpt_path={teacher_dir}", f"--label_data_dir={unlabel_dir}",
+               f"--file_prefix={prefix}", f"--num_shards={n}",
+               f"--shard_id={','.join(str(s) for s in range(n))}", f"--info_dir={info}",
+               f"--output_dir={pred}", f"--seed={FLAGS.seed}"]
+    _run_commands(f"{name}/predict", os.path.join(stage, "predict"), [predict])
+    num_image = FLAGS.filter_num_image
+    if num_image == -1:
+        total = sum(io_utils.read_json(os.path.join(info, f))["image_num"]
+                    for f in os.listdir(info) if f.endswith(".txt"))
+        num_image = max(1, total // num_classes)
+    common = [f"--input_dir={unlabel_dir}", f"--prediction_dir={pred}", f"--info_dir={info}",
+              f"--prelim_stats_dir={os.path.join(stage, 'prelim_stats')}",
+              f"--output_dir={filtered}", f"--num_shards={n}", "--task=0",
+              f"--num_label_classes={num_classes}", f"--num_image={num_image}",
+              f"--min_threshold={FLAGS.filter_min_threshold}", f"--file_prefix={prefix}",
+              f"--seed={FLAGS.seed}"]
+    filters = [["tools/filter_unlabel.py", *common, f"--only_get_stats={p}", f"--shard_id={s}"]
+               for p in (1, 0) for s in reversed(range(n))]
+    _run_commands(f"{name}/filter", os.path.join(stage, "filter"), filters)
+    data_dir = os.path.join(filtered, "data")
+    if not any(f.startswith("train-") and ".tmp" not in f for f in os.listdir(data_dir)):
+        raise UserInputError(f"{name}: the filter kept no image (every teacher confidence is "
+                             f"below --filter_min_threshold={FLAGS.filter_min_threshold}; see "
+                             f"{os.path.join(filtered, 'threshold.json')})")
+    return data_dir
 
 
 def main(argv):
@@ -107,9 +185,11 @@ def run():
         raise UserInputError("--output_dir is required")
     out = FLAGS.output_dir
     os.makedirs(out, exist_ok=True)
+    num_classes = FLAGS.num_label_classes
     if FLAGS.task_name == "digits":
         from noisy_student_tf.data import digits
 
+        num_classes = 10
         try:
             label_dir, unlabel_dir = digits.prepare_scarce(FLAGS.labels_per_class,
                                                            FLAGS.data_cache_dir)
@@ -161,11 +241,16 @@ def run():
     for i, model_name in enumerate(names, start=1):
         name = f"student_{i}"
         args = _stage_args(model_name, os.path.join(out, name), FLAGS.student_train_steps,
-                           common) + noise + [
-            f"--teacher_model_name={prev_name}",
-            f"--teacher_model_path={os.path.join(out, prev)}",
-            f"--unlabel_data_dir={unlabel_dir}", f"--unlabel_ratio={FLAGS.unlabel_ratio}",
-            f"--teacher_softmax_temp={FLAGS.teacher_softmax_temp}"]
+                           common) + noise + [f"--unlabel_ratio={FLAGS.unlabel_ratio}",
+                                              f"--teacher_softmax_temp={FLAGS.teacher_softmax_temp}"]
+        if FLAGS.teacher_mode == "offline":
+            pseudo_dir = pseudo_label_stage(f"pseudo_{i}", out, data, prev_name,
+                                            os.path.join(out, prev), unlabel_dir, num_classes)
+            args.append(f"--unlabel_data_dir={pseudo_dir}")
+        else:
+            args += [f"--teacher_model_name={prev_name}",
+                     f"--teacher_model_path={os.path.join(out, prev)}",
+                     f"--unlabel_data_dir={unlabel_dir}"]
         record(name, model_name, run_stage(name, args, out))
         prev, prev_name = name, model_name
     if FLAGS.with_baseline:
