@@ -5,7 +5,7 @@ import os
 import tensorflow as tf
 from absl import logging
 
-from flags.main_flags import NO_EFFECT_FLAGS, NOT_YET_FLAGS
+from flags.main_flags import NO_EFFECT_FLAGS
 from noisy_student_tf import io_utils
 from noisy_student_tf.config import (DataConfig, ModelConfig, RunConfig, StudentConfig,
                                      TrainConfig)
@@ -66,11 +66,12 @@ def _check_flags(fv, values: dict) -> None:
         raise UserInputError("--train_steps and --train_ratio must be positive")
     if not values["model_dir"] and values["mode"] != "predict":
         raise UserInputError("--model_dir is required")
-    for name, what in NOT_YET_FLAGS.items():
-        if values[name] != fv[name].default:
-            raise UserInputError(
-                f"--{name}={values[name]!r} is accepted for compatibility but not implemented "
-                f"yet ({what})")
+    if values["init_model"] and not values["init_model_path"]:
+        raise UserInputError("--init_model=true needs --init_model_path (a checkpoint or "
+                             "model_dir)")
+    if values["fix_layer_num"] < -1:
+        raise UserInputError(f"--fix_layer_num={values['fix_layer_num']} must be -1 (none) or "
+                             ">= 0")
     if values["mode"] == "predict":
         if not values["predict_ckpt_path"]:
             raise UserInputError("--mode=predict needs --predict_ckpt_path (a checkpoint or "
@@ -146,6 +147,7 @@ def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
         stochastic_depth_rate=values["stochastic_depth_rate"],
         width_coefficient=values["width_coefficient"],
         depth_coefficient=values["depth_coefficient"],
+        fix_layer_num=values["fix_layer_num"],
     )
     data = DataConfig(
         task_name=values["task_name"], label_data_dir=label_dir,
@@ -169,6 +171,7 @@ def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
         steps_per_eval=values["steps_per_eval"], skip_host_call=values["skip_host_call"],
         use_bfloat16=use_bf16, seed=values["seed"],
         image_summary_images=values["image_summary_images"],
+        init_model_path=_init_model_path(values),
     )
     student = StudentConfig()
     if values["mode"] in ("train", "train_and_eval"):
@@ -178,13 +181,27 @@ def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
     return RunConfig(model=model, data=data, train=train, student=student)
 
 
+def _init_model_path(values: dict):
+    """--init_model/--init_model_path as upstream: used only without a teacher."""
+    if not values["init_model"]:
+        if values["init_model_path"]:
+            logging.warning("--init_model_path is ignored without --init_model=true (upstream)")
+        return None
+    if values["teacher_model_name"] and values["unlabel_ratio"] > 0:
+        logging.warning("--init_model_path is ignored when a teacher is set (upstream only "
+                        "initialises the teacher then); the student starts from scratch")
+        return None
+    return values["init_model_path"]
+
+
 def saved_model_config(path: str, name: str):
     """The ModelConfig in run_config.json beside checkpoint `path` (or in model_dir `path`) when
     it names model `name`, else None."""
     run_dir = path if tf.io.gfile.isdir(path) else os.path.dirname(path)
     saved = io_utils.read_json(os.path.join(run_dir, "run_config.json")) if run_dir else None
     if saved and saved.get("model", {}).get("model_name") == name:
-        fields = {f: saved["model"][f] for f in ModelConfig.__dataclass_fields__}
+        fields = {f: saved["model"][f] for f in ModelConfig.__dataclass_fields__
+                  if f in saved["model"]}
         return ModelConfig(**fields)
     return None
 

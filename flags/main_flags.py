@@ -13,14 +13,6 @@ NO_EFFECT_FLAGS = (
     "transpose_input", "log_step_count_steps", "debug", "data_format",
 )
 
-# Accepted for compatibility but not implemented yet in this version: setting one to a
-# non-default value is an error (never a silently different run).
-NOT_YET_FLAGS = {
-    "init_model": "checkpoint initialisation (issue 4)",
-    "init_model_path": "checkpoint initialisation (issue 4)",
-    "fix_layer_num": "layer freezing (issue 4)",
-}
-
 
 class _Definer:
     """flags.DEFINE_* bound to one FlagValues (tests use a fresh one)."""

@@ -20,9 +20,11 @@ class ModelConfig:
     stochastic_depth_rate: Optional[float] = None
     width_coefficient: Optional[float] = None
     depth_coefficient: Optional[float] = None
+    fix_layer_num: int = -1
 
     def build_kwargs(self) -> dict:
         return dict(
+            fix_layer_num=self.fix_layer_num,
             num_classes=self.num_classes,
             dropout_rate=self.dropout_rate,
             stochastic_depth_rate=self.stochastic_depth_rate,
@@ -69,6 +71,7 @@ class TrainConfig:
     use_bfloat16: bool = False
     seed: int = 0
     image_summary_images: int = 4  # augmented images to TensorBoard at each checkpoint
+    init_model_path: Optional[str] = None  # fresh runs start from this checkpoint's EMA weights
 
     @property
     def last_step(self) -> int:

@@ -354,3 +354,37 @@ def test_tool_cli_errors_are_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == (
         "filter_unlabel.py: error: --shard_id=7 outside [0, --num_shards=3)")
+
+
+def test_pass_two_jobs_running_at_once_merge_once_and_agree(tmp_path):
+    import threading
+
+    root = str(tmp_path)
+    make_inputs(root)
+    seq, par = config(root, "seq"), config(root, "par")
+    run_all(seq)
+    for s in (2, 1):  # the master has not run pass 1 yet: nobody merged
+        filter_lib.run(dataclasses.replace(par, shard_id=s, only_get_stats=True))
+    filter_lib.run(dataclasses.replace(par, shard_id=0, only_get_stats=True))
+    os.remove(par.threshold_path)  # force the merge to happen in pass 2, by the racing jobs
+    errors = []
+
+    def job(s):
+        try:
+            filter_lib.run(dataclasses.replace(par, shard_id=s))
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=job, args=(s,)) for s in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert json.load(open(par.threshold_path)) == json.load(open(seq.threshold_path))
+    for s in range(3):
+        name = f"train-0-{s:05d}-of-00003"
+        assert filecmp.cmp(os.path.join(seq.output_dir, "data", name),
+                           os.path.join(par.output_dir, "data", name), shallow=False)
+    assert json.load(open(os.path.join(par.output_dir, "stats", "final_stats.json"))) == \
+        json.load(open(os.path.join(seq.output_dir, "stats", "final_stats.json")))

@@ -121,7 +121,7 @@ def test_train_last_step_num_scaled_by_ratio(fv, digits_dir, tmp_path):
     (["--task_name=cifar"], "task_name"),
     (["--num_label_classes=1"], "num_label_classes"),
     (["--mode=fit"], "mode"),
-    (["--init_model"], "not implemented yet"),
+    (["--init_model"], "--init_model=true needs --init_model_path"),
     (["--label_data_sample_prob=0"], "label_data_sample_prob"),
 ])
 def test_bad_flags(fv, tmp_path, args, match):

@@ -130,3 +130,52 @@ def test_teacher_uses_ema_weights(tmp_path):
     model = load_teacher(tiny_config().model, path)
     for shadow, var in zip(source.ema.shadows, efficientnet.ema_variables(model)):
         np.testing.assert_array_equal(shadow.numpy(), var.numpy())
+
+
+def test_init_model_starts_student_from_ema_weights(tmp_path):
+    source = teacher_dir(tmp_path)
+    cfg = tiny_config(str(tmp_path / "init"), init_model_path=source, train_steps=2)
+    trainer = Trainer(cfg, tf.distribute.get_strategy())
+    expected = load_teacher(cfg.model, source)
+    trainer.initialize_from(source)
+    for a, b in zip(efficientnet.ema_variables(trainer.model),
+                    efficientnet.ema_variables(expected)):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    for shadow, var in zip(trainer.ema.shadows, efficientnet.ema_variables(trainer.model)):
+        np.testing.assert_array_equal(shadow.numpy(), var.numpy())
+    # Through train(): a fresh model_dir initialises, then a resumed run keeps its own weights.
+    trainer = Trainer(cfg, tf.distribute.get_strategy())
+    trainer.train(dataset_fn)
+    moved = trainer.model.get_layer("head_dense").get_weights()[0]
+    assert not np.allclose(moved, expected.get_layer("head_dense").get_weights()[0])
+    resumed = Trainer(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train,
+                                                                         train_steps=4)),
+                      tf.distribute.get_strategy())
+    assert resumed.restore() is not None
+    np.testing.assert_array_equal(resumed.model.get_layer("head_dense").get_weights()[0], moved)
+    wide = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, width_coefficient=0.2))
+    with pytest.raises(UserInputError, match="--init_model_path"):
+        Trainer(wide, tf.distribute.get_strategy()).initialize_from(source)
+
+
+def test_fix_layer_num_freezes_stem_and_first_blocks_but_keeps_them_in_ema(tmp_path):
+    cfg = tiny_config(str(tmp_path / "frozen"), train_steps=4)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, fix_layer_num=1))
+    trainer = Trainer(cfg, tf.distribute.get_strategy())
+    model = trainer.model
+    frozen = [l for l in model.layers if l.name.startswith(("stem_", "blocks_0_")) and l.weights]
+    assert frozen and all(not l.trainable for l in frozen)
+    assert all(l.trainable for l in model.layers if l.name.startswith("blocks_1_"))
+    floats = [w for w in model.weights if "float" in str(w.dtype)]  # not dropout seed states
+    assert len(efficientnet.ema_variables(model)) == len(floats)
+    before = {l.name: [w.copy() for w in l.get_weights()] for l in frozen}
+    head = model.get_layer("head_dense").get_weights()[0].copy()
+    trainer.train(dataset_fn)
+    for l in frozen:  # weights and BN statistics untouched (inference mode)
+        for a, b in zip(before[l.name], l.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert not np.allclose(head, model.get_layer("head_dense").get_weights()[0])
+    trainer.sync_eval_weights()  # upstream left frozen weights out of the EMA: eval lost them
+    for l in frozen:
+        for a, b in zip(l.get_weights(), trainer.eval_model.get_layer(l.name).get_weights()):
+            np.testing.assert_allclose(a, b, rtol=1e-6)

@@ -87,6 +87,7 @@ def build_model(
     small_image_model: bool = False,
     input_image_size: Optional[int] = None,
     name: Optional[str] = None,
+    fix_layer_num: int = -1,
 ) -> keras.Model:
     """Builds an EfficientNet that maps normalised images [B, H, W, 3] to logits [B, num_classes].
 
@@ -100,6 +101,9 @@ def build_model(
         small_image_model: upstream's 32x32 variant (stages 2 and 3 with stride 1).
         input_image_size: static spatial size of the input; None accepts any size.
         name: Keras model name (defaults to `model_name`).
+        fix_layer_num: upstream's freezing: N >= 0 freezes the stem (even for N = 0) and
+            blocks 0..N-1: not trainable, BN in inference mode, no stochastic depth. Unlike
+            upstream, frozen weights are still checkpointed, initialised and averaged.
     """
     blocks, gp = params_lib.get_model_params(
         model_name, num_classes,
@@ -117,7 +121,8 @@ def build_model(
 
     expanded = params_lib.expand_blocks(blocks, gp)
     for idx, block in enumerate(expanded):
-        drop_rate = gp.stochastic_depth_rate * idx / len(expanded)
+        frozen = idx < fix_layer_num
+        drop_rate = 0.0 if frozen else gp.stochastic_depth_rate * idx / len(expanded)
         x = mbconv_block(x, block, gp, drop_rate, prefix=f"blocks_{idx}_")
 
     x = _conv(params_lib.round_filters(params_lib.HEAD_FILTERS, gp), 1, "head_conv")(x)
@@ -131,6 +136,11 @@ def build_model(
     )(x)
     model = keras.Model(inputs, logits, name=(name or model_name).replace("-", "_"))
     model.global_params = gp
+    if fix_layer_num >= 0:
+        frozen = ("stem_",) + tuple(f"blocks_{i}_" for i in range(fix_layer_num))
+        for layer in model.layers:
+            if layer.name.startswith(frozen):
+                layer.trainable = False  # Keras BN then also runs in inference mode
     return model
 
 
@@ -146,8 +156,13 @@ def weight_decay_variables(model: keras.Model) -> list:
 
 
 def ema_variables(model: keras.Model) -> list:
-    """Variables upstream averages: all trainable ones plus BN moving mean/variance."""
+    """Variables upstream averages: all trainable ones plus BN moving mean/variance; then the
+    weights of layers frozen by fix_layer_num (upstream left those out of its EMA and
+    checkpoint initialisation, so eval and a resumed teacher lost them; fixed)."""
     moving = []
     for l in batch_norm_layers(model):
         moving.extend([l.moving_mean, l.moving_variance])
-    return list(model.trainable_variables) + moving
+    listed = {id(v) for v in moving} | {id(v) for v in model.trainable_variables}
+    frozen = [v for l in model.layers if not l.trainable for v in l.weights
+              if id(v) not in listed and "float" in str(v.dtype)]
+    return list(model.trainable_variables) + moving + frozen

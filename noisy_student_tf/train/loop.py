@@ -6,6 +6,7 @@ checkpoint manager and the TensorBoard writers. `train()` runs `iterations_per_l
 with the same model_dir resumes from the latest checkpoint.
 """
 
+import dataclasses
 import os
 import time
 from typing import Callable, Optional
@@ -103,6 +104,21 @@ class Trainer:
         self.checkpoint.restore(path).expect_partial()
         logging.info("Restored %s (global step %d)", path, self.global_step)
         return path
+
+    def initialize_from(self, path: str) -> None:
+        """Upstream's --init_model: the student's weights and BN statistics (and its EMA
+        shadows) start from the EMA weights of checkpoint `path` of the same architecture."""
+        m = self.cfg.model
+        source_cfg = dataclasses.replace(m, fix_layer_num=-1)
+        with self.strategy.scope():
+            source = teacher_lib.load_teacher(source_cfg, path, flag="init_model_path")
+            for layer in source.layers:
+                if layer.weights:
+                    self.model.get_layer(layer.name).set_weights(layer.get_weights())
+            if self.ema is not None:
+                for shadow, var in zip(self.ema.shadows, efficientnet.ema_variables(self.model)):
+                    shadow.assign(tf.cast(var, shadow.dtype))
+        logging.info("Student initialised from %s (EMA weights)", path)
 
     def save(self) -> str:
         path = self.manager.save(checkpoint_number=self.global_step)
@@ -252,7 +268,8 @@ class Trainer:
             eval_fn: called as eval_fn(step) every `steps_per_eval` steps and at the end.
         """
         t = self.cfg.train
-        self.restore()
+        if self.restore() is None and t.init_model_path:
+            self.initialize_from(t.init_model_path)
         start = self.global_step
         last = t.last_step
         if start >= last:
