@@ -12,7 +12,6 @@ after imports (TensorFlow alone) is reported too, so the growth with records is 
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time

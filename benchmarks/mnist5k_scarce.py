@@ -89,7 +89,7 @@ def main():
         for r in json.load(open(os.path.join(out, "summary.json")))["rounds"]:
             rows.setdefault(r["name"], {})[seed] = (r["dev_top_1"], r["test_top_1"])
     seeds = sorted(next(iter(rows.values())))
-    print(f"\n| run | " + " | ".join(f"seed {s} dev / test" for s in seeds) + " | mean test |")
+    print("\n| run | " + " | ".join(f"seed {s} dev / test" for s in seeds) + " | mean test |")
     print("|---|" + "---|" * (len(seeds) + 1))
     for name, by in rows.items():
         cells = " | ".join(f"{by[s][0]:.4f} / {by[s][1]:.4f}" for s in seeds)

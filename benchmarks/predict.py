@@ -22,6 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -51,7 +52,7 @@ def main():
         for _ in range(args.num_images):
             img = rng.integers(0, 256, (src, src, 3), dtype=np.uint8)
             w.write(records.unlabeled_only_example(tf.io.encode_jpeg(img, quality=95).numpy()))
-    tf.keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(0)
     model = efficientnet.build_model("efficientnet-b0", 1000, width_coefficient=args.width,
                                      depth_coefficient=args.depth, small_image_model=small)
     cfg = predict_lib.PredictConfig(

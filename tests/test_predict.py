@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -22,7 +23,7 @@ MEAN, STD = (127.0,) * 3, (60.0,) * 3
 
 
 def tiny_model():
-    tf.keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(0)
     return efficientnet.build_model("efficientnet-b0", 3, width_coefficient=0.1,
                                     depth_coefficient=0.1, small_image_model=True)
 
