@@ -8,7 +8,9 @@ noisy_student_tf/. Bad input ends in one `main.py: error: ...` line and exit sta
 
 import dataclasses
 import os
+import signal
 import sys
+import threading
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -19,6 +21,16 @@ from flags.config import run_config_from_flags  # noqa: E402
 
 ns_flags.define_main_flags()
 FLAGS = flags.FLAGS
+
+
+_sigterm_received = threading.Event()
+
+
+def _on_sigterm(signum, frame) -> None:
+    """Preemption: finish the running loop of steps, save a checkpoint, exit 143."""
+    del signum, frame
+    logging.warning("SIGTERM received: saving a checkpoint after the current loop of steps")
+    _sigterm_received.set()
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -124,7 +136,7 @@ def run() -> None:
         if FLAGS.mode == "train_and_eval":
             datasets = eval_datasets()
             eval_fn = lambda step: results.update(trainer.evaluate(datasets))  # noqa: E731
-        trainer.train(dataset_fn, eval_fn)
+        trainer.train(dataset_fn, eval_fn, stop_requested=_sigterm_received.is_set)
         if FLAGS.mode == "train_and_eval" and not results:  # finished earlier: report anyway
             results = trainer.evaluate(datasets)
     elif FLAGS.mode == "eval":
@@ -157,8 +169,9 @@ def main(argv) -> None:
         _fail(f"unexpected arguments: {' '.join(argv[1:])}")
     import tensorflow as tf
 
-    from noisy_student_tf.errors import UserInputError
+    from noisy_student_tf.errors import Preempted, UserInputError
 
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         run()
         # Skip interpreter teardown: destroying a live tf.data iterator (infinite, prefetching)
@@ -174,6 +187,12 @@ def main(argv) -> None:
         _fail(f"bad input data: {e.message.strip().splitlines()[0]}", code=1)
     except FloatingPointError as e:
         _fail(str(e), code=1)
+    except Preempted as e:
+        print(f"main.py: preempted (SIGTERM): {e}; rerun the same command to resume",
+              file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(143)
 
 
 if __name__ == "__main__":

@@ -3,3 +3,11 @@
 
 class UserInputError(ValueError):
     """A flag, file or record the user supplied is wrong; the message names it."""
+
+
+class Preempted(Exception):
+    """Training stopped on request (SIGTERM) after saving a checkpoint."""
+
+    def __init__(self, step: int, checkpoint: str):
+        super().__init__(f"stopped at step {step}; checkpoint {checkpoint} saved")
+        self.step, self.checkpoint = step, checkpoint

@@ -18,7 +18,7 @@ from absl import logging
 from noisy_student_tf import io_utils
 from noisy_student_tf import teacher as teacher_lib
 from noisy_student_tf.config import RunConfig
-from noisy_student_tf.errors import UserInputError
+from noisy_student_tf.errors import Preempted, UserInputError
 from noisy_student_tf.models import efficientnet
 from noisy_student_tf.train import ema as ema_lib
 from noisy_student_tf.train import losses, optimizer as opt_lib, schedule as schedule_lib
@@ -260,12 +260,16 @@ class Trainer:
         return train_loop
 
     # ---------------------------------------------------------------- train
-    def train(self, dataset_fn: Callable, eval_fn: Optional[Callable] = None) -> int:
+    def train(self, dataset_fn: Callable, eval_fn: Optional[Callable] = None,
+              stop_requested: Optional[Callable[[], bool]] = None) -> int:
         """Trains until global_step reaches `last_step`; returns the final step.
 
         Args:
             dataset_fn: `input_context -> tf.data.Dataset` of per-replica batches.
             eval_fn: called as eval_fn(step) every `steps_per_eval` steps and at the end.
+            stop_requested: polled after every loop of `iterations_per_loop` steps; when it
+                returns True a checkpoint is saved and Preempted is raised (main.py wires it
+                to SIGTERM).
         """
         t = self.cfg.train
         if self.restore() is None and t.init_model_path:
@@ -323,6 +327,13 @@ class Trainer:
                 step >= last or (t.steps_per_eval > 0 and step % t.steps_per_eval == 0)
             ):
                 eval_fn(step)
+            if stop_requested is not None and stop_requested() and step < last:
+                path = self.manager.latest_checkpoint if self.manager else None
+                if self.manager is not None and step % save_every != 0:
+                    path = self.save()
+                if writer is not None:
+                    writer.flush()
+                raise Preempted(step, path)
         if writer is not None:
             writer.flush()
         return step

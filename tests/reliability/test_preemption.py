@@ -1,0 +1,50 @@
+"""Preemption: SIGTERM during main.py training saves a checkpoint at the current step and exits
+143; the same command then resumes from it and ends at the same final step."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+import tensorflow as tf
+
+from tests.test_main_e2e import ROOT, run_main
+
+pytestmark = pytest.mark.e2e
+TINY = ["--width_coefficient=0.1", "--depth_coefficient=0.1", "--train_batch_size=8",
+        "--eval_batch_size=100"]
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_resumes(tmp_path, digits_dir):
+    model_dir = str(tmp_path / "m")
+    args = ["--task_name=digits", f"--label_data_dir={digits_dir}", f"--model_dir={model_dir}",
+            *TINY, "--mode=train", "--train_steps=300", "--iterations_per_loop=2",
+            "--save_checkpoints_steps=1000"]  # no periodic checkpoint before the end
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), *args], cwd=ROOT,
+                            env=env, stderr=subprocess.PIPE, text=True)
+    lines = []
+    started = threading.Event()
+
+    def read():
+        for line in proc.stderr:
+            lines.append(line)
+            if "step 6/300" in line:
+                started.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert started.wait(300), "".join(lines[-20:])
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(120) == 143, "".join(lines[-20:])
+    reader.join(10)
+    log = "".join(lines)
+    assert "main.py: preempted (SIGTERM)" in log
+    ckpt = tf.train.latest_checkpoint(model_dir)
+    step = int(ckpt.rsplit("-", 1)[1])
+    assert 6 <= step < 300
+    rerun = run_main(*args)
+    assert f"Training from step {step} to 300" in rerun.stderr
+    assert tf.train.latest_checkpoint(model_dir).endswith("model.ckpt-300")
