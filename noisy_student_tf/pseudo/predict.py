@@ -269,10 +269,13 @@ def reassign_shard(predictor: Predictor, cfg: PredictConfig, shard: int) -> str:
             writer.put(probs, raw, done)
             done += probs.shape[0]
             progress.update(done)
-    except tf.errors.InvalidArgumentError as e:
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
         writer.abort()
-        raise UserInputError(f"{path}: bad record after {done} images "
+        raise UserInputError(f"{path}: bad or corrupt record after {done} images "
                              f"({e.message.strip().splitlines()[0]})") from None
+    except UserInputError:
+        writer.abort()
+        raise
     writer.close(expected=image_num)
     logging.info("shard %d: %d records reassigned -> %s", shard, done, out)
     return out
