@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -106,7 +107,10 @@ def test_offline_loop_predicts_filters_and_trains_from_records(tmp_path):
     assert "Teacher efficientnet-b0 loaded" not in log  # no teacher built in offline mode
     summary = json.load(open(os.path.join(out, "summary.json")))
     assert [r["name"] for r in summary["rounds"]] == ["teacher", "student_1"]
-    # A 4-step teacher is never 90% sure: a threshold nobody passes fails clearly.
+    # A 4-step teacher is never 90% sure: a threshold nobody passes fails clearly (the finished
+    # teacher is reused, so only the pseudo-label stage runs).
+    shutil.copytree(os.path.join(out, "teacher"), str(tmp_path / "off2" / "teacher"))
     proc = run_loop(f"--output_dir={tmp_path / 'off2'}", f"--data_cache_dir={tmp_path / 'cache'}",
                     *TINY, "--teacher_mode=offline", "--filter_min_threshold=0.9", check=False)
+    assert "[teacher] already done" in proc.stderr
     assert proc.returncode == 2 and "the filter kept no image" in proc.stderr
