@@ -173,3 +173,15 @@ def test_predict_filter_then_offline_student_via_the_commands(tmp_path, digits_d
                     f"--unlabel_data_dir={out}/data", "--unlabel_ratio=1")
     assert "offline (stored predictions)" in proc.stderr
     assert os.path.exists(os.path.join(student, "model.ckpt-2.index"))
+
+
+@pytest.mark.parametrize("num_classes", [2, 10, 33, 1000, 21843])
+def test_fast_prediction_encoding_is_byte_identical_to_protobuf(num_classes):
+    rng = np.random.default_rng(num_classes)
+    probs = pseudo_data.random_probs(rng, 20, num_classes)
+    classes = probs.argmax(1)
+    classes[:3] = [0, num_classes - 1, 1]  # varints of 1 and 2 bytes
+    fast = records.prediction_examples(probs, classes)
+    assert fast == [records.prediction_example(p, c) for p, c in zip(probs, classes)]
+    parsed = tf.train.Example.FromString(fast[1]).features.feature
+    assert parsed["classes"].int64_list.value == [num_classes - 1]

@@ -154,3 +154,46 @@ def prediction_example(probabilities, classes: int) -> bytes:
     feature = {"probabilities": _floats(np.asarray(probabilities, np.float32).tolist()),
                "classes": _ints([int(classes)])}
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _len_field(tag: int, payload: bytes) -> bytes:
+    return bytes([tag]) + _varint(len(payload)) + payload
+
+
+def prediction_examples(probabilities: np.ndarray, classes: np.ndarray) -> list:
+    """Serialized prediction records for a batch, byte-identical to prediction_example() (the
+    deterministic protobuf encoding: map keys sorted, packed repeated fields), built by
+    concatenating bytes instead of protobuf objects: the prediction writer's hot loop."""
+    probs = np.ascontiguousarray(probabilities, dtype="<f4")
+    n, c = probs.shape
+    # map entry {key, value: Feature{float_list: FloatList{value: [c floats, packed]}}}: every
+    # length is fixed, so all but the float data is one prefix.
+    float_list_head = b"\x0a" + _varint(4 * c)
+    float_list_len = len(float_list_head) + 4 * c
+    feature_inner = b"\x12" + _varint(float_list_len) + float_list_head  # Feature.float_list
+    feature_len = len(feature_inner) + 4 * c
+    feature_head = b"\x12" + _varint(feature_len) + feature_inner  # MapEntry.value
+    key = _len_field(0x0A, b"probabilities")
+    entry_len = len(key) + len(feature_head) + 4 * c
+    probs_head = b"\x0a" + _varint(entry_len) + key + feature_head
+    class_key = _len_field(0x0A, b"classes")
+    out = []
+    for row, cls in zip(probs, np.asarray(classes, np.int64).tolist()):
+        value = _varint(cls if cls >= 0 else cls + (1 << 64))
+        entry = _len_field(0x0A, class_key + _len_field(0x12, _len_field(0x1A, _len_field(
+            0x0A, value))))
+        features = entry + probs_head + row.tobytes()
+        out.append(_len_field(0x0A, features))
+    return out

@@ -180,14 +180,17 @@ class Predictor:
 
     def predict(self, ds):
         """Yields float32 [n, C] probabilities per batch of `ds`, in order."""
+        if self.strategy.num_replicas_in_sync == 1:  # no split and gather to pay for
+            for images in ds:
+                yield self._forward(images).numpy()
+            return
         for images in self.strategy.experimental_distribute_dataset(ds):
             per_replica = self.strategy.run(self._forward, args=(images,))
             yield self.strategy.gather(per_replica, axis=0).numpy()
 
 
 def _prediction_records(probs: np.ndarray):
-    classes = probs.argmax(axis=1)
-    return [records.prediction_example(p, c) for p, c in zip(probs, classes)]
+    return records.prediction_examples(probs, probs.argmax(axis=1))
 
 
 def predict_shard(predictor: Predictor, cfg: PredictConfig, shard: int) -> str:

