@@ -46,7 +46,8 @@ def batch(size: int, n: int, unl: int = 0, seed: int = 0) -> dict:
     return out
 
 
-def keras_rate(size: int, n: int, steps: int) -> float:
+def keras_runner(size: int, n: int, steps: int):
+    """Builds and traces (a); returns a function timing `steps` steps -> labeled images/s."""
     model = keras.applications.EfficientNetB0(weights=None, input_shape=(size, size, 3),
                                               classes=CLASSES)
     model.compile(optimizer=keras.optimizers.RMSprop(0.016 * n / 256, rho=0.9, momentum=0.9,
@@ -55,10 +56,13 @@ def keras_rate(size: int, n: int, steps: int) -> float:
     b = batch(size, n)
     x, y = b["image"].astype(np.float32), b["label"]
     model.train_on_batch(x, y)  # trace
-    t0 = time.time()
-    for _ in range(steps):
-        model.train_on_batch(x, y)
-    return n * steps / (time.time() - t0)
+
+    def run():
+        t0 = time.time()
+        for _ in range(steps):
+            model.train_on_batch(x, y)
+        return n * steps / (time.time() - t0)
+    return run
 
 
 def our_trainer(size: int, n: int, unlabel_ratio: float = 0.0, teacher_dir: str = ""):
@@ -72,18 +76,22 @@ def our_trainer(size: int, n: int, unlabel_ratio: float = 0.0, teacher_dir: str 
     return Trainer(cfg, tf.distribute.get_strategy())
 
 
-def our_rate(size: int, n: int, steps: int, unlabel_ratio: float = 0.0,
-             teacher_dir: str = "") -> float:
+def our_runner(size: int, n: int, steps: int, unlabel_ratio: float = 0.0,
+               teacher_dir: str = ""):
+    """Builds and traces (b) or (c); returns a function timing `steps` steps."""
     trainer = our_trainer(size, n, unlabel_ratio, teacher_dir)
     b = batch(size, n, int(np.ceil(n * unlabel_ratio)))
     it = iter(tf.distribute.get_strategy().experimental_distribute_dataset(
         tf.data.Dataset.from_tensors(b).repeat()))
     loop = trainer._make_train_loop()
     loop(it, tf.constant(1))  # trace
-    t0 = time.time()
-    out = loop(it, tf.constant(steps))
-    float(out[0]["train/loss"])  # wait for the device
-    return n * steps / (time.time() - t0)
+
+    def run():
+        t0 = time.time()
+        out = loop(it, tf.constant(steps))
+        float(out[0]["train/loss"])  # wait for the device
+        return n * steps / (time.time() - t0)
+    return run
 
 
 def main():
@@ -101,17 +109,16 @@ def main():
         teacher_dirs[size] = d
     rows = {}
     for size, n in ((224, args.batch_224), (32, args.batch_32)):
-        cases = {"a keras.applications B0 train_on_batch": lambda: keras_rate(size, n, args.steps),
-                 "b ours B0 supervised": lambda: our_rate(size, n, args.steps),
-                 "c ours noisy student r=1": lambda: our_rate(size, n, args.steps, 1.0,
-                                                              teacher_dirs[size]),
-                 "c ours noisy student r=3": lambda: our_rate(size, n, args.steps, 3.0,
-                                                              teacher_dirs[size])}
-        rates = {k: [] for k in cases}
-        for _ in range(args.rounds):
-            for name, fn in cases.items():
-                rates[name].append(fn())
-                keras.backend.clear_session()
+        runners = {
+            "a keras.applications B0 train_on_batch": keras_runner(size, n, args.steps),
+            "b ours B0 supervised": our_runner(size, n, args.steps),
+            "c ours noisy student r=1": our_runner(size, n, args.steps, 1.0, teacher_dirs[size]),
+            "c ours noisy student r=3": our_runner(size, n, args.steps, 3.0, teacher_dirs[size]),
+        }
+        rates = {k: [] for k in runners}
+        for _ in range(args.rounds):  # rounds alternate between the cases (the VM drifts)
+            for name, run in runners.items():
+                rates[name].append(run())
         rows[size] = {k: statistics.median(v) for k, v in rates.items()}
         print(f"\n{size}px, labeled batch {n}, {args.steps} steps, median of {args.rounds}")
         print("| step | labeled images/s | vs (a) |\n|---|---|---|")
