@@ -172,6 +172,7 @@ def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
         use_bfloat16=use_bf16, seed=values["seed"],
         image_summary_images=values["image_summary_images"],
         init_model_path=_init_model_path(values),
+        jit_compile=_jit_compile(values, on_tpu),
     )
     student = StudentConfig()
     if values["mode"] in ("train", "train_and_eval"):
@@ -179,6 +180,16 @@ def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
     if student.enabled:
         pipeline.unlabeled_files(student.unlabel_data_dir)  # fails early, naming the dir
     return RunConfig(model=model, data=data, train=train, student=student)
+
+
+def _jit_compile(values: dict, on_tpu: bool) -> bool:
+    """--jit_compile, or when unset: XLA on GPU/TPU, not on CPU (measured 5-7x slower here)."""
+    if values["jit_compile"] is not None:
+        return bool(values["jit_compile"])
+    accelerated = on_tpu or bool(tf.config.list_physical_devices("GPU"))
+    logging.info("jit_compile unset: %s (%s)", accelerated,
+                 "accelerator found" if accelerated else "CPU only")
+    return accelerated
 
 
 def _init_model_path(values: dict):

@@ -72,6 +72,7 @@ class TrainConfig:
     seed: int = 0
     image_summary_images: int = 4  # augmented images to TensorBoard at each checkpoint
     init_model_path: Optional[str] = None  # fresh runs start from this checkpoint's EMA weights
+    jit_compile: bool = False  # XLA for the forward/backward pass and eval
 
     @property
     def last_step(self) -> int:

@@ -204,3 +204,12 @@ def test_predict_flags_to_config(fv, digits_dir, tmp_path):
           "--predict_ckpt_path=/x", f"--output_dir={tmp_path}")
     with pytest.raises(UserInputError, match="--info_dir is required"):
         predict_config_from_flags(fv, run_config_from_flags(fv))
+
+
+def test_jit_compile_defaults_off_on_cpu(fv, digits_dir, tmp_path):
+    parse(fv, "--task_name=digits", f"--label_data_dir={digits_dir}", f"--model_dir={tmp_path}")
+    assert run_config_from_flags(fv).train.jit_compile is False  # no GPU/TPU here
+    fv.unparse_flags()
+    parse(fv, "--task_name=digits", f"--label_data_dir={digits_dir}", f"--model_dir={tmp_path}",
+          "--jit_compile")
+    assert run_config_from_flags(fv).train.jit_compile is True

@@ -93,3 +93,22 @@ def test_nan_loss_stops_with_step(tmp_path):
     with pytest.raises(FloatingPointError, match="step 2"):
         trainer.train(lambda ctx: dataset_fn(value=np.nan))
     assert not glob.glob(str(tmp_path / "model.ckpt-*.index"))  # no poisoned checkpoint
+
+
+def test_jit_compile_step_matches_the_graph_step(tmp_path):
+    import dataclasses
+
+    cfg = tiny_config(train_steps=2)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, dropout_rate=0.0,
+                                                             stochastic_depth_rate=0.0))
+    losses = {}
+    for jit in (False, True):
+        c = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, jit_compile=jit))
+        keras.utils.set_random_seed(0)
+        trainer = Trainer(c, tf.distribute.get_strategy())
+        it = iter(tf.distribute.get_strategy().experimental_distribute_dataset(dataset_fn()))
+        loop = trainer._make_train_loop()
+        losses[jit] = [float(loop(it, tf.constant(1))[0]["train/loss"]) for _ in range(3)]
+        assert trainer.global_step == 3
+    np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
+    assert losses[True][0] != losses[True][2]  # it trained

@@ -87,6 +87,8 @@ class Trainer:
         self._train_writer = None
         self._eval_writer = None
         self._eval_step = None
+        self._compute_fn = (tf.function(self._compute, jit_compile=True) if t.jit_compile
+                            else self._compute)
 
     # ---------------------------------------------------------------- checkpoints
     @property
@@ -161,7 +163,16 @@ class Trainer:
         return losses.smoothed_onehot(labels, c, self.cfg.train.label_smoothing)
 
     def _train_step(self, batch):
-        """One replica's step; returns metrics to be summed over replicas.
+        """One replica's step: gradients and metrics (XLA-compiled with jit_compile), then the
+        optimizer and EMA updates (outside XLA: they hold cross-replica aggregation)."""
+        grads, metrics = self._compute_fn(batch)
+        self.optimizer.apply(grads, self.model.trainable_variables)
+        if self.ema is not None:
+            self.ema.update(self.optimizer.iterations)
+        return metrics
+
+    def _compute(self, batch):
+        """One replica's gradients and metrics (metrics are summed over replicas).
 
         Loss (upstream 4.2): L_lab + r * L_unl + weight_decay * sum ||w||^2 / 2, with L_lab the
         label-smoothed cross-entropy over the B labeled images and L_unl the soft cross-entropy
@@ -199,9 +210,6 @@ class Trainer:
             # (replica-independent) weight-decay term.
             loss = data_loss + wd_loss / num_replicas
         grads = tape.gradient(loss, self.model.trainable_variables)
-        self.optimizer.apply(grads, self.model.trainable_variables)
-        if self.ema is not None:
-            self.ema.update(self.optimizer.iterations)
         probs = tf.nn.softmax(lab_logits)
         correct = tf.cast(tf.equal(tf.argmax(lab_logits, -1, output_type=tf.int32), labels),
                           tf.float32)
@@ -222,7 +230,7 @@ class Trainer:
             })
             if st.teacher_softmax_temp != -1:
                 metrics["unl/target_prob"] = tf.reduce_sum(tf.reduce_max(targets, -1)) / global_u
-        return metrics
+        return grads, metrics
 
     def metric_keys(self) -> tuple:
         keys = ("lab/loss", "lab/acc", "lab/pred_prob", "train/data_loss", "train/loss")
@@ -370,7 +378,8 @@ class Trainer:
         """
         self.sync_eval_weights()
         if self._eval_step is None:
-            self._eval_step = tf.function(self._eval_step_fn, reduce_retracing=True)
+            self._eval_step = tf.function(self._eval_step_fn, reduce_retracing=True,
+                                          jit_compile=self.cfg.train.jit_compile or None)
         step = self.global_step
         results = {}
         for subset, ds in datasets.items():
