@@ -221,3 +221,55 @@ def test_unlabeled_errors(tmp_path):
     ds = pipeline.unlabeled_train_dataset(pipeline.unlabeled_files(str(tmp_path)), cfg, 2)
     with pytest.raises(tf.errors.InvalidArgumentError, match="probabilities"):
         next(iter(ds))
+
+
+def _proto(feature: dict) -> bytes:
+    """Reference encoding: protobuf's deterministic serialization of {key: (kind, values)}."""
+    import tensorflow as tf
+
+    lists = {"bytes": lambda v: tf.train.Feature(bytes_list=tf.train.BytesList(value=v)),
+             "int": lambda v: tf.train.Feature(int64_list=tf.train.Int64List(value=v)),
+             "float": lambda v: tf.train.Feature(float_list=tf.train.FloatList(value=v))}
+    return tf.train.Example(features=tf.train.Features(feature={
+        k: lists[kind](values) for k, (kind, values) in feature.items()})).SerializeToString(
+        deterministic=True)
+
+
+def test_record_encoding_is_protobufs_deterministic_encoding():
+    import numpy as np
+
+    from noisy_student_tf.data import records
+
+    rng = np.random.default_rng(0)
+    img = bytes(rng.integers(0, 256, 300, dtype=np.uint8))  # lengths needing 2-byte varints
+    p = rng.dirichlet(np.ones(1000)).astype(np.float32)
+    assert records.labeled_example(img, 7) == _proto(
+        {"image/encoded": ("bytes", [img]), "image/class/label": ("int", [7])})
+    assert records.unlabeled_example(img, np.zeros(10)) == _proto(
+        {"image/encoded": ("bytes", [img]), "label": ("int", [0]), "prob": ("float", [0.0]),
+         "probabilities": ("float", [0.0] * 10)})
+    assert records.unlabeled_only_example(b"") == _proto({"image/encoded": ("bytes", [b""])})
+    assert records.prediction_example(p, 999) == _proto(
+        {"probabilities": ("float", p.tolist()), "classes": ("int", [999])})
+    base = {"image/encoded": ("bytes", [img]), "label": ("int", [3]),
+            "prob": ("float", [float(p[3])])}
+    assert records.pseudo_label_example(img, p, 3, p[3], copies=5) == _proto(
+        {**base, "probabilities": ("float", p.tolist()), "copies": ("int", [5])})
+    assert records.pseudo_label_example(img, p, 3, p[3], "fp16") == _proto(
+        {**base, "probabilities_fp16": ("bytes", [p.astype("<f2").tobytes()])})
+    top = np.argsort(-p, kind="stable")[:10]
+    assert records.pseudo_label_example(img, p, 3, p[3], "topk", 10) == _proto(
+        {**base, "topk_classes": ("int", top.tolist()),
+         "topk_probabilities": ("float", p[top].tolist())})
+    assert records._serialize({"x": records._ints([-1, 0, 2**40])}) == _proto(
+        {"x": ("int", [-1, 0, 2**40])})
+    assert records._serialize({"e": records._floats([]), "f": records._ints([])}) == _proto(
+        {"e": ("float", []), "f": ("int", [])})
+
+
+def test_record_key_order_is_protobufs():
+    from noisy_student_tf.data import records
+
+    keys = ["b", "ab", "a", "abc", "ba", "prob", "probabilities", "aab", "c"]
+    feature = {k: records._ints([1]) for k in keys}
+    assert records._serialize(feature) == _proto({k: ("int", [1]) for k in keys})

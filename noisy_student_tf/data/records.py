@@ -9,22 +9,62 @@ IMAGE_KEY = "image/encoded"
 LABEL_KEY = "image/class/label"  # 1-based on disk for labeled data
 
 
-def _bytes(values):
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+# Records are encoded here by concatenating bytes rather than through protobuf objects: the
+# output equals protobuf's deterministic encoding (map keys sorted, repeated numbers packed), so
+# files are byte-stable across processes (protobuf's default map order is not), and it is several
+# times faster. tests/test_data.py checks byte equality against tf.train.Example.
+def _varint(n: int) -> bytes:
+    n = n if n >= 0 else n + (1 << 64)  # int64 two's complement, as protobuf
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
 
 
-def _ints(values):
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+def _len_field(tag: int, payload: bytes) -> bytes:
+    return bytes([tag]) + _varint(len(payload)) + payload
 
 
-def _floats(values):
-    return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+def _bytes(values) -> bytes:
+    """A serialized Feature holding a BytesList."""
+    return _len_field(0x0A, b"".join(_len_field(0x0A, bytes(v)) for v in values))
+
+
+def _ints(values) -> bytes:
+    """A serialized Feature holding an Int64List (packed)."""
+    data = b"".join(_varint(int(v)) for v in values)
+    return _len_field(0x1A, _len_field(0x0A, data) if data else b"")
+
+
+def _floats(values) -> bytes:
+    """A serialized Feature holding a FloatList (packed little-endian float32)."""
+    data = np.asarray(values, "<f4").tobytes()
+    return _len_field(0x12, _len_field(0x0A, data) if data else b"")
+
+
+def _map_order(key: str) -> bytes:
+    """protobuf-python (upb) deterministic map order: bytewise, but a key sorts after the
+    longer keys it prefixes ("probabilities" before "prob"). TensorFlow reads any order."""
+    return key.encode() + b"\xff"
+
+
+def _serialize(feature: dict) -> bytes:
+    """A serialized tf.train.Example from {key: serialized Feature}."""
+    entries = b"".join(
+        _len_field(0x0A, _len_field(0x0A, key.encode()) + _len_field(0x12, feature[key]))
+        for key in sorted(feature, key=_map_order))
+    return _len_field(0x0A, entries)
 
 
 def labeled_example(encoded: bytes, label_1_based: int) -> bytes:
     """A labeled record: `image/encoded` and 1-based `image/class/label`, as proc_svhn writes."""
     feature = {IMAGE_KEY: _bytes([encoded]), LABEL_KEY: _ints([int(label_1_based)])}
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
+    return _serialize(feature)
 
 
 def unlabeled_example(encoded: bytes, probabilities=None, label: int = 0, prob: float = 0.0):
@@ -32,14 +72,14 @@ def unlabeled_example(encoded: bytes, probabilities=None, label: int = 0, prob: 
     `prob`. Raw unlabeled shards carry all-zero dummies, as upstream's SVHN converter writes."""
     feature = {IMAGE_KEY: _bytes([encoded]), "label": _ints([int(label)]), "prob": _floats([prob])}
     if probabilities is not None:
-        feature["probabilities"] = _floats(np.asarray(probabilities, np.float32).tolist())
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
+        feature["probabilities"] = _floats(probabilities)
+    return _serialize(feature)
 
 
 def unlabeled_only_example(encoded: bytes) -> bytes:
     """A raw unlabeled record with only `image/encoded` (no dummy label or probabilities)."""
     feature = {IMAGE_KEY: _bytes([encoded])}
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
+    return _serialize(feature)
 
 
 def parse_labeled(serialized):
@@ -91,17 +131,17 @@ COPIES_KEY = "copies"
 
 
 def soft_label_features(probabilities, fmt: str = "full", top_k: int = 10) -> dict:
-    """The feature map for one probability vector in format `fmt` (see above)."""
+    """{key: serialized Feature} for one probability vector in format `fmt` (see above)."""
     p = np.asarray(probabilities, np.float32)
     if fmt == "full":
-        return {"probabilities": _floats(p.tolist())}
+        return {"probabilities": _floats(p)}
     if fmt == "fp16":
         return {FP16_KEY: _bytes([p.astype("<f2").tobytes()])}
     if fmt == "topk":
         k = min(top_k, p.shape[0])
         idx = np.argpartition(-p, k - 1)[:k]
         idx = idx[np.argsort(-p[idx], kind="stable")]
-        return {TOPK_CLASSES_KEY: _ints(idx.tolist()), TOPK_PROBS_KEY: _floats(p[idx].tolist())}
+        return {TOPK_CLASSES_KEY: _ints(idx.tolist()), TOPK_PROBS_KEY: _floats(p[idx])}
     raise ValueError(f"probabilities_format={fmt!r}; expected one of "
                      f"{', '.join(PROBABILITIES_FORMATS)}")
 
@@ -114,7 +154,7 @@ def pseudo_label_example(encoded: bytes, probabilities, label: int, prob: float,
                "prob": _floats([float(prob)]), **soft_label_features(probabilities, fmt, top_k)}
     if copies is not None:
         feature[COPIES_KEY] = _ints([int(copies)])
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
+    return _serialize(feature)
 
 
 def soft_label_spec(num_classes: int) -> dict:
@@ -151,25 +191,8 @@ def dense_probabilities(parsed: dict, num_classes: int):
 
 def prediction_example(probabilities, classes: int) -> bytes:
     """A record of upstream's prediction files (`train-info-*`): `probabilities`, `classes`."""
-    feature = {"probabilities": _floats(np.asarray(probabilities, np.float32).tolist()),
-               "classes": _ints([int(classes)])}
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _len_field(tag: int, payload: bytes) -> bytes:
-    return bytes([tag]) + _varint(len(payload)) + payload
+    feature = {"probabilities": _floats(probabilities), "classes": _ints([int(classes)])}
+    return _serialize(feature)
 
 
 def prediction_examples(probabilities: np.ndarray, classes: np.ndarray) -> list:
@@ -191,7 +214,7 @@ def prediction_examples(probabilities: np.ndarray, classes: np.ndarray) -> list:
     class_key = _len_field(0x0A, b"classes")
     out = []
     for row, cls in zip(probs, np.asarray(classes, np.int64).tolist()):
-        value = _varint(cls if cls >= 0 else cls + (1 << 64))
+        value = _varint(cls)
         entry = _len_field(0x0A, class_key + _len_field(0x12, _len_field(0x1A, _len_field(
             0x0A, value))))
         features = entry + probs_head + row.tobytes()
