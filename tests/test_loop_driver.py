@@ -6,7 +6,10 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+from tests import pseudo_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--teacher_train_steps=4", "--student_train_steps=4", "--train_batch_size=8",
@@ -45,6 +48,7 @@ def test_loop_writes_summary_and_skips_done_stages(tmp_path):
     proc = run_loop(*common, "--num_iterations=2",
                     "--student_model_names=efficientnet-b0,efficientnet-b1")
     assert "[teacher] already done" in proc.stderr
+    assert "[pseudo_1/predict] already done" in proc.stderr
     assert "[student_1] already done" in proc.stderr
     summary = json.load(open(os.path.join(out, "summary.json")))
     assert [r["name"] for r in summary["rounds"]] == ["teacher", "student_1", "student_2"]
@@ -107,10 +111,21 @@ def test_offline_loop_predicts_filters_and_trains_from_records(tmp_path):
     assert "Teacher efficientnet-b0 loaded" not in log  # no teacher built in offline mode
     summary = json.load(open(os.path.join(out, "summary.json")))
     assert [r["name"] for r in summary["rounds"]] == ["teacher", "student_1"]
-    # A 4-step teacher is never 90% sure: a threshold nobody passes fails clearly (the finished
-    # teacher is reused, so only the pseudo-label stage runs).
-    shutil.copytree(os.path.join(out, "teacher"), str(tmp_path / "off2" / "teacher"))
-    proc = run_loop(f"--output_dir={tmp_path / 'off2'}", f"--data_cache_dir={tmp_path / 'cache'}",
+    # A threshold nobody passes fails clearly. The finished teacher and prediction stage are
+    # reused, with the predictions replaced by uniform ones (confidence 0.1 < 0.9), so only the
+    # filter runs. (A barely trained teacher can be very confident: its BN statistics are still
+    # the initial ones.)
+    off2 = str(tmp_path / "off2")
+    shutil.copytree(os.path.join(out, "teacher"), os.path.join(off2, "teacher"))
+    shutil.copytree(os.path.join(pseudo, "predict"), os.path.join(off2, "pseudo_1", "predict"))
+    info = os.path.join(pseudo, "info")
+    sizes = [json.load(open(os.path.join(info, f"info-0000{s}-of-00004-00000.txt")))["image_num"]
+             for s in range(4)]
+    pseudo_data.write_predictions(os.path.join(off2, "pseudo_1", "predict_label"),
+                                  os.path.join(off2, "pseudo_1", "info"), 4,
+                                  [np.full((n, 10), 0.1, np.float32) for n in sizes])
+    proc = run_loop(f"--output_dir={off2}", f"--data_cache_dir={tmp_path / 'cache'}",
                     *TINY, "--teacher_mode=offline", "--filter_min_threshold=0.9", check=False)
     assert "[teacher] already done" in proc.stderr
+    assert "[pseudo_1/predict] already done" in proc.stderr
     assert proc.returncode == 2 and "the filter kept no image" in proc.stderr

@@ -164,8 +164,9 @@ def test_predict_filter_then_offline_student_via_the_commands(tmp_path, digits_d
                 capture_output=True, text=True, cwd=ROOT, timeout=300)
             assert p.returncode == 0, p.stderr[-2000:]
     final = json.load(open(os.path.join(out, "stats", "final_stats.json")))
-    # A 2-step teacher predicts few classes; each predicted class is balanced to num_image.
-    assert final["cat_count"] and all(abs(n - 60) <= 20 for n in final["cat_count"].values())
+    # A 2-step teacher predicts few classes; each predicted class is balanced to num_image in
+    # expectation (random rounding: standard deviation <= sqrt(60) ~ 7.7; 35 is 4.5 of them).
+    assert final["cat_count"] and all(abs(n - 60) <= 35 for n in final["cat_count"].values())
 
     student = str(tmp_path / "student")
     proc = run_main("--task_name=digits", f"--label_data_dir={digits_dir}",
