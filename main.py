@@ -70,6 +70,8 @@ def run() -> None:
     cfg = run_config_from_flags(FLAGS, on_tpu=on_tpu)
     if FLAGS.mode == "predict":
         return predict(cfg, strategy)
+    if FLAGS.mode == "export":
+        return export(cfg)
     _prepare_model_dir(cfg.train.model_dir)
     logging.info("Config: %s", cfg)
 
@@ -162,6 +164,35 @@ def predict(cfg, strategy) -> None:
         model = teacher.load_teacher(model_cfg, FLAGS.predict_ckpt_path, flag="predict_ckpt_path")
     for path in predict_lib.run_prediction(model, pcfg, strategy):
         print(path)
+
+
+def export(cfg) -> None:
+    """--mode=export: the latest checkpoint in --model_dir (EMA weights) as a SavedModel with
+    `serving_default` (encoded image bytes), `serving_images` (uint8) and `logits` signatures
+    (noisy_student_tf/interop/saved_model.py)."""
+    import tensorflow as tf
+
+    from flags.config import export_model_config
+    from noisy_student_tf import teacher
+    from noisy_student_tf.errors import UserInputError
+    from noisy_student_tf.interop import saved_model
+
+    ckpt = tf.train.latest_checkpoint(FLAGS.model_dir) if tf.io.gfile.isdir(
+        FLAGS.model_dir) else None
+    if ckpt is None:
+        raise UserInputError(f"--model_dir={FLAGS.model_dir!r} has no checkpoint to export")
+    model_cfg, mean, std = export_model_config(FLAGS, cfg)
+    model = teacher.load_teacher(model_cfg, ckpt, flag="model_dir",
+                                 use_ema=FLAGS.export_moving_average)
+    info = {"model": dataclasses.asdict(model_cfg),
+            "data": {"task_name": cfg.data.task_name, "mean_rgb": list(mean),
+                     "stddev_rgb": list(std)},
+            "checkpoint": ckpt, "ema_weights": FLAGS.export_moving_average}
+    path = saved_model.export_saved_model(
+        model, FLAGS.export_dir, image_size=model_cfg.image_size,
+        small_image=model_cfg.small_image_model, mean_rgb=mean, stddev_rgb=std,
+        top_k=FLAGS.export_top_k, run_config=info)
+    print(f"exported {ckpt} -> {path} (signatures: serving_default, serving_images, logits)")
 
 
 def main(argv) -> None:

@@ -13,7 +13,7 @@ from noisy_student_tf.data import augment, digits, pipeline, task_info
 from noisy_student_tf.errors import UserInputError
 from noisy_student_tf.models import MODEL_PARAMS
 
-MODES = ("train", "eval", "train_and_eval", "predict")
+MODES = ("train", "eval", "train_and_eval", "predict", "export")
 
 # --task_name=digits: values used for flags the user did not pass, so that
 # `main.py --task_name=digits --mode=train_and_eval --model_dir=DIR` is a complete run of a few
@@ -79,6 +79,8 @@ def _check_flags(fv, values: dict) -> None:
         if values["data_type"] != "tfrecord":
             raise UserInputError(f"--data_type={values['data_type']!r}: only tfrecord is "
                                  "supported")
+    if values["mode"] == "export" and not values["export_dir"]:
+        raise UserInputError("--mode=export needs --export_dir (where the SavedModel goes)")
     for name in NO_EFFECT_FLAGS:
         if values[name] != fv[name].default:
             logging.warning("--%s=%r has no effect in this port (TPU-only or cosmetic upstream "
@@ -270,6 +272,21 @@ def student_config(fv, values: dict, model: ModelConfig, aug) -> StudentConfig:
         teacher_softmax_temp=temp, teacher=teacher,
         teacher_model_path=values["teacher_model_path"], unl_augment=unl)
 
+
+
+def export_model_config(fv, cfg: RunConfig):
+    """(ModelConfig, mean_rgb, stddev_rgb) of the run in --model_dir: from its run_config.json,
+    which must name --model_name; the flags when the file is absent."""
+    saved = io_utils.read_json(os.path.join(fv.model_dir, "run_config.json"))
+    if saved is None:
+        return cfg.model, cfg.data.mean_rgb, cfg.data.stddev_rgb
+    name = saved.get("model", {}).get("model_name")
+    if name != cfg.model.model_name:
+        raise UserInputError(f"--model_dir={fv.model_dir!r} holds a {name} run (run_config.json)"
+                             f", not --model_name={cfg.model.model_name}")
+    data = saved.get("data", {})
+    return (saved_model_config(fv.model_dir, name), tuple(data.get("mean_rgb", cfg.data.mean_rgb)),
+            tuple(data.get("stddev_rgb", cfg.data.stddev_rgb)))
 
 
 def predict_config_from_flags(fv, cfg: RunConfig):

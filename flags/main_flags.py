@@ -43,7 +43,8 @@ def define_main_flags(flag_values=None) -> None:
                     "Student architecture: efficientnet-b0 ... efficientnet-b7, efficientnet-l2.")
     d.DEFINE_string("mode", "train_and_eval",
                     "train, eval, train_and_eval (trains and evaluates every --steps_per_eval; "
-                    "upstream's trained nothing) or predict.")
+                    "upstream's trained nothing), predict, or export (a SavedModel for serving, "
+                    "see --export_dir).")
     d.DEFINE_integer("train_steps", 109474,
                      "Length of the LR schedule in steps (350 ImageNet epochs at batch 4096); "
                      "multiplied by --train_ratio.")
@@ -169,5 +170,11 @@ def define_main_flags(flag_values=None) -> None:
                   "Soft labels written by --mode=predict --reassign_label: full (upstream), "
                   "fp16 or topk (see tools/filter_unlabel.py).")
     d.DEFINE_integer("top_k", 10, "Classes kept with --probabilities_format=topk.")
+    # ---- export (names as in tensorflow/tpu's EfficientNet main.py)
+    d.DEFINE_string("export_dir", None,
+                    "--mode=export: where the SavedModel goes (must not hold one already).")
+    d.DEFINE_bool("export_moving_average", True,
+                  "--mode=export: export the EMA weights (false: the raw training weights).")
+    d.DEFINE_integer("export_top_k", 5, "--mode=export: classes in the top_k_* outputs.")
     d.DEFINE_bool("deterministic", False,
                   "Deterministic tf.data order (slower); with --seed gives repeatable runs.")

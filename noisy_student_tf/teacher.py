@@ -10,6 +10,7 @@ from absl import logging
 
 from noisy_student_tf.config import ModelConfig
 from noisy_student_tf.errors import UserInputError
+from noisy_student_tf.interop import keras_applications, saved_model, upstream_checkpoint
 from noisy_student_tf.models import efficientnet
 from noisy_student_tf.train import ema as ema_lib
 
@@ -28,18 +29,43 @@ def resolve_checkpoint(path: str, flag: str = "teacher_model_path") -> str:
     return path
 
 
-def load_teacher(cfg: ModelConfig, path: str, flag: str = "teacher_model_path"):
-    """Builds `cfg`'s model and loads the EMA shadows (or the raw weights if the checkpoint has
-    no EMA) of checkpoint `path`. Call inside the strategy scope. Returns the keras.Model.
+def load_teacher(cfg: ModelConfig, path: str, flag: str = "teacher_model_path",
+                 use_ema: bool = True):
+    """Builds `cfg`'s model and loads the weights at `path`. Call inside the strategy scope.
+
+    `path` may be one of our checkpoints (or a model_dir): its EMA shadows when it has them and
+    `use_ema`, else its raw weights; an upstream TF1 checkpoint (upstream variable names,
+    noisy_student_tf/interop/upstream_checkpoint.py); a keras.applications `.weights.h5` file;
+    or a SavedModel from `main.py --mode=export` (returned as a SavedModelTeacher, which only
+    predicts).
 
     Raises UserInputError when the checkpoint is missing or of another architecture.
     """
-    ckpt_path = resolve_checkpoint(path, flag)
+    if saved_model.is_saved_model(path):
+        return saved_model.SavedModelTeacher(path, cfg.image_size, cfg.num_classes, flag)
     model = efficientnet.build_model(cfg.model_name, name="teacher_model", **cfg.build_kwargs())
+    if keras_applications.is_weights_file(path):
+        if cfg.width_coefficient is not None or cfg.depth_coefficient is not None:
+            raise UserInputError(f"--{flag}={path!r}: keras.applications weights need the "
+                                 "standard architecture (no --width/--depth_coefficient)")
+        if not tf.io.gfile.exists(path):
+            raise UserInputError(f"--{flag}={path!r}: no such file")
+        keras_applications.load_keras_applications_weights(model, cfg.model_name, path, flag)
+        logging.info("Teacher %s loaded from keras.applications weights %s", cfg.model_name,
+                     path)
+        return model
+    ckpt_path = resolve_checkpoint(path, flag)
+    names = {name for name, _ in tf.train.list_variables(ckpt_path)}
+    if "_CHECKPOINTABLE_OBJECT_GRAPH" not in names:  # a TF1 name-based checkpoint: upstream's
+        report = upstream_checkpoint.read_upstream_checkpoint(
+            model, cfg.model_name, ckpt_path, use_ema=use_ema)
+        logging.info("Teacher %s loaded from upstream checkpoint %s (%d tensors, %s)",
+                     cfg.model_name, ckpt_path, report.converted,
+                     "EMA" if use_ema else "raw")
+        return model
     variables = efficientnet.ema_variables(model)
     shadows = ema_lib.ExponentialMovingAverage(variables, decay=0.0)
-    names = {name for name, _ in tf.train.list_variables(ckpt_path)}
-    has_ema = any(name.startswith("ema/") for name in names)
+    has_ema = use_ema and any(name.startswith("ema/") for name in names)
     items = {"model": model, "ema": shadows} if has_ema else {"model": model}
     try:
         status = tf.train.Checkpoint(**items).restore(ckpt_path)

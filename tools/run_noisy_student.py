@@ -71,6 +71,11 @@ flags.DEFINE_enum("teacher_mode", "online", ["online", "offline"],
                   "scripts). offline: main.py --mode=predict on the unlabeled shards, then "
                   "tools/filter_unlabel.py (confidence filter + class balance), then the student "
                   "trains on the filtered records (upstream's svhn_offline chain).")
+flags.DEFINE_string("teacher_model_path", None,
+                    "Start from this teacher instead of training one: a model_dir or checkpoint, "
+                    "a converted upstream checkpoint (tools/convert_checkpoint.py), a "
+                    "keras.applications .weights.h5 file, or a SavedModel from main.py "
+                    "--mode=export. --teacher_model_name names its architecture.")
 flags.DEFINE_integer("filter_num_image", -1, "offline: images per class after balancing; -1: "
                      "unlabeled images / classes (as upstream's SVHN script sets it).")
 flags.DEFINE_float("filter_min_threshold", 0.3, "offline: lowest teacher confidence kept "
@@ -227,32 +232,40 @@ def run():
 
     rounds = []
 
-    def record(name, model_name, results):
+    def record(name, model_name, results, model_dir=None):
         rounds.append({"name": name, "model_name": model_name,
-                       "dev_top_1": results["dev"]["top_1_accuracy"],
-                       "test_top_1": results["test"]["top_1_accuracy"],
-                       "model_dir": os.path.join(out, name)})
+                       "dev_top_1": results["dev"]["top_1_accuracy"] if results else None,
+                       "test_top_1": results["test"]["top_1_accuracy"] if results else None,
+                       "model_dir": model_dir or os.path.join(out, name)})
 
     teacher_name = FLAGS.teacher_model_name
-    record("teacher", teacher_name, run_stage(
-        "teacher", _stage_args(teacher_name, os.path.join(out, "teacher"),
-                               FLAGS.teacher_train_steps, common), out))
-    prev, prev_name = "teacher", teacher_name
+    if FLAGS.teacher_model_path:  # a given teacher: not trained (nor evaluated) here
+        if not os.path.exists(FLAGS.teacher_model_path) and not os.path.exists(
+                FLAGS.teacher_model_path + ".index"):
+            raise UserInputError(f"--teacher_model_path={FLAGS.teacher_model_path!r}: no such "
+                                 "file, directory or checkpoint")
+        prev_path = os.path.abspath(FLAGS.teacher_model_path)
+        record("teacher", teacher_name, None, prev_path)
+    else:
+        record("teacher", teacher_name, run_stage(
+            "teacher", _stage_args(teacher_name, os.path.join(out, "teacher"),
+                                   FLAGS.teacher_train_steps, common), out))
+        prev_path = os.path.join(out, "teacher")
+    prev_name = teacher_name
     for i, model_name in enumerate(names, start=1):
         name = f"student_{i}"
         args = _stage_args(model_name, os.path.join(out, name), FLAGS.student_train_steps,
                            common) + noise + [f"--unlabel_ratio={FLAGS.unlabel_ratio}",
                                               f"--teacher_softmax_temp={FLAGS.teacher_softmax_temp}"]
         if FLAGS.teacher_mode == "offline":
-            pseudo_dir = pseudo_label_stage(f"pseudo_{i}", out, data, prev_name,
-                                            os.path.join(out, prev), unlabel_dir, num_classes)
+            pseudo_dir = pseudo_label_stage(f"pseudo_{i}", out, data, prev_name, prev_path,
+                                            unlabel_dir, num_classes)
             args.append(f"--unlabel_data_dir={pseudo_dir}")
         else:
-            args += [f"--teacher_model_name={prev_name}",
-                     f"--teacher_model_path={os.path.join(out, prev)}",
+            args += [f"--teacher_model_name={prev_name}", f"--teacher_model_path={prev_path}",
                      f"--unlabel_data_dir={unlabel_dir}"]
         record(name, model_name, run_stage(name, args, out))
-        prev, prev_name = name, model_name
+        prev_path, prev_name = os.path.join(out, name), model_name
     if FLAGS.with_baseline:
         record("baseline", names[0], run_stage(
             "baseline", _stage_args(names[0], os.path.join(out, "baseline"),
@@ -261,6 +274,9 @@ def run():
     io_utils.write_json_atomic(os.path.join(out, "summary.json"), summary)
     print(f"\n{'round':<12}{'model':<18}{'dev top-1':>10}{'test top-1':>11}")
     for r in rounds:
+        if r["dev_top_1"] is None:
+            print(f"{r['name']:<12}{r['model_name']:<18}{'(given)':>10}{'':>11}")
+            continue
         print(f"{r['name']:<12}{r['model_name']:<18}{r['dev_top_1']:>10.4f}"
               f"{r['test_top_1']:>11.4f}")
     print(f"(summary: {os.path.join(out, 'summary.json')})")

@@ -157,7 +157,9 @@ class Predictor:
         std = tf.constant(cfg.stddev_rgb, tf.float32)
 
         def forward(images):
-            x = (tf.cast(images, tf.float32) - mean) / std
+            # An exported SavedModel normalises with its own training mean/std.
+            x = images if getattr(model, "takes_uint8", False) else (
+                (tf.cast(images, tf.float32) - mean) / std)
             return tf.nn.softmax(tf.cast(model(x, training=False), tf.float32))
 
         self._forward = tf.function(forward, reduce_retracing=True)

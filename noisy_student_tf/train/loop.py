@@ -114,6 +114,9 @@ class Trainer:
         source_cfg = dataclasses.replace(m, fix_layer_num=-1)
         with self.strategy.scope():
             source = teacher_lib.load_teacher(source_cfg, path, flag="init_model_path")
+            if not isinstance(source, keras.Model):
+                raise UserInputError(f"--init_model_path={path!r} is an exported SavedModel, "
+                                     "which only predicts; initialise from a checkpoint")
             for layer in source.layers:
                 if layer.weights:
                     self.model.get_layer(layer.name).set_weights(layer.get_weights())
@@ -140,7 +143,9 @@ class Trainer:
         temp = st.teacher_softmax_temp
         if self.teacher is not None:
             d = self.cfg.data
-            t_images = normalize(batch["unl_teacher_image"], d.mean_rgb, d.stddev_rgb)
+            t_images = batch["unl_teacher_image"]
+            if not getattr(self.teacher, "takes_uint8", False):  # an exported SavedModel
+                t_images = normalize(t_images, d.mean_rgb, d.stddev_rgb)  # normalises itself
             t_logits = tf.stop_gradient(tf.cast(self.teacher(t_images, training=False),
                                                 tf.float32))
             if temp != -1:

@@ -1,0 +1,1 @@
+"""Interop with upstream TF1 checkpoints, keras.applications weights and SavedModels."""
