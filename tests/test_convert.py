@@ -143,7 +143,7 @@ MISSING = "efficientnet-b0/blocks_1/se/conv2d_1/bias/ExponentialMovingAverage"
 ])
 def test_bad_checkpoints_name_the_variable(tmp_path, case, needle):
     drop, extra = (), {}
-    model_name, cfg = "efficientnet-b0", TINY_CFG
+    cfg = TINY_CFG
     if case == "missing":
         drop = (MISSING,)
     elif case == "unmapped":
