@@ -24,6 +24,9 @@ FLAGS = flags.FLAGS
 
 
 _sigterm_received = threading.Event()
+# (kind, files, num_classes) of every input this run reads, so that a failure on bad data can be
+# traced to its file and record (noisy_student_tf/data/validate.py).
+_inputs = []
 
 
 def _on_sigterm(signum, frame) -> None:
@@ -82,16 +85,18 @@ def run() -> None:
         deterministic=d.deterministic, seed=t.seed, augment=d.augment,
     )
     trainer = Trainer(cfg, strategy)
+    eval_files = {}
+    for subset, patterns in pipeline.EVAL_PATTERNS.items():
+        eval_files[subset] = pipeline.list_files(d.label_data_dir, patterns)
+        if not eval_files[subset]:
+            logging.warning("No %s files (%s) in %s; skipping that subset", subset,
+                            "/".join(patterns), d.label_data_dir)
+    if FLAGS.mode in ("eval", "train_and_eval"):
+        _inputs.extend(("labeled", f, m.num_classes) for f in eval_files.values() if f)
 
     def eval_datasets():
-        out = {}
-        for subset, patterns in pipeline.EVAL_PATTERNS.items():
-            files = pipeline.list_files(d.label_data_dir, patterns)
-            if files:
-                out[subset] = pipeline.eval_dataset(files, in_cfg, t.eval_batch_size)
-            else:
-                logging.warning("No %s files (%s) in %s; skipping that subset", subset,
-                                "/".join(patterns), d.label_data_dir)
+        out = {subset: pipeline.eval_dataset(files, in_cfg, t.eval_batch_size)
+               for subset, files in eval_files.items() if files}
         if not out:
             raise UserInputError(f"--label_data_dir={d.label_data_dir!r} has no dev*, "
                                  "validation* or test* files to evaluate")
@@ -110,9 +115,11 @@ def run() -> None:
                 f"{strategy.num_replicas_in_sync} replicas")
 
         st = cfg.student
+        _inputs.insert(0, ("labeled", files, m.num_classes))
         unl_files, per_replica_unl = None, 0
         if st.enabled:
             unl_files = pipeline.unlabeled_files(st.unlabel_data_dir)
+            _inputs.insert(1, ("unlabeled", unl_files, m.num_classes))
             global_unl = st.unlabeled_batch_size(t.train_batch_size, t.label_data_sample_prob)
             per_replica_unl = global_unl // strategy.num_replicas_in_sync
             if per_replica_unl * strategy.num_replicas_in_sync != global_unl:
@@ -124,12 +131,21 @@ def run() -> None:
                          t.train_batch_size, global_unl,
                          "online" if st.teacher else "offline (stored predictions)")
 
+        if d.skip_corrupt_records:
+            in_cfg = dataclasses.replace(in_cfg, skip=skip_bad_records(trainer))
+
         def dataset_fn(ctx):
-            labeled = pipeline.labeled_train_dataset(files, in_cfg, per_replica_batch, ctx)
+            # A resumed run draws a fresh shuffle order and augmentation stream.
+            run_cfg = dataclasses.replace(in_cfg, seed=pipeline.resume_seed(
+                t.seed, trainer.global_step))
+            if trainer.global_step:
+                logging.info("Resuming at step %d: input pipeline seed %d", trainer.global_step,
+                             run_cfg.seed)
+            labeled = pipeline.labeled_train_dataset(files, run_cfg, per_replica_batch, ctx)
             if not st.enabled:
                 return labeled
             unlabeled = pipeline.unlabeled_train_dataset(
-                unl_files, in_cfg, per_replica_unl, st.unl_augment,
+                unl_files, run_cfg, per_replica_unl, st.unl_augment,
                 teacher_size=st.teacher.image_size if st.teacher else None, input_context=ctx)
             return pipeline.zip_labeled_unlabeled(labeled, unlabeled)
 
@@ -142,6 +158,8 @@ def run() -> None:
         if FLAGS.mode == "train_and_eval" and not results:  # finished earlier: report anyway
             results = trainer.evaluate(datasets)
     elif FLAGS.mode == "eval":
+        if d.skip_corrupt_records:
+            in_cfg = dataclasses.replace(in_cfg, skip=skip_bad_records(trainer))
         trainer.restore(require=True)
         results = trainer.evaluate(eval_datasets())
     if results:
@@ -152,6 +170,45 @@ def run() -> None:
                   f"{r['num_images']:>8d}  {r['global_step']}")
 
 
+def skip_bad_records(trainer):
+    """--skip_corrupt_records: checks every input record once, logs each bad one and the count
+    (also to TensorBoard as data/skipped_records), and returns the pipeline's SkipList."""
+    import tensorflow as tf
+
+    from noisy_student_tf.data import pipeline, validate
+
+    report = validate.ScanReport()
+    for kind, files, num_classes in _inputs:
+        part = validate.scan(files, kind, num_classes)
+        report.records += part.records
+        report.bad.extend(part.bad)
+    for bad in report.bad:
+        logging.warning("skipping %s", bad)
+    lost = sum(1 for b in report.bad if not b.unreadable_rest)
+    cut = sum(1 for b in report.bad if b.unreadable_rest)
+    logging.warning("--skip_corrupt_records: %d of %d records skipped%s", lost, report.records,
+                    f", and {cut} file(s) read only up to a corrupt record" if cut else "")
+    if trainer.cfg.train.model_dir:
+        with tf.summary.create_file_writer(trainer.cfg.train.model_dir).as_default(
+                step=trainer.global_step):
+            tf.summary.scalar("data/skipped_records", lost)
+            tf.summary.scalar("data/truncated_files", cut)
+    return pipeline.SkipList.from_report(report)
+
+
+def _locate_bad_record():
+    """After a run failed on an op error: the first bad record among this run's inputs, as
+    `FILE record N: reason`, or None when every record passes the checks."""
+    from noisy_student_tf.data import validate
+
+    if not _inputs:
+        return None
+    print("main.py: the input pipeline failed; checking the input records to name the bad one",
+          file=sys.stderr)
+    bad = validate.find_first_bad(_inputs)
+    return str(bad) if bad else None
+
+
 def predict(cfg, strategy) -> None:
     """--mode=predict: teacher predictions (or reassigned labels) for shards of unlabeled
     records, upstream's files (noisy_student_tf/pseudo/predict.py)."""
@@ -160,6 +217,7 @@ def predict(cfg, strategy) -> None:
     from noisy_student_tf.pseudo import predict as predict_lib
 
     model_cfg, pcfg = predict_config_from_flags(FLAGS, cfg)
+    _inputs.append(("image", [pcfg.input_path(s) for s in pcfg.shard_ids], model_cfg.num_classes))
     with strategy.scope():
         model = teacher.load_teacher(model_cfg, FLAGS.predict_ckpt_path, flag="predict_ckpt_path")
     for path in predict_lib.run_prediction(model, pcfg, strategy):
@@ -213,9 +271,14 @@ def main(argv) -> None:
         os._exit(0)
     except UserInputError as e:
         _fail(str(e))
-    except tf.errors.InvalidArgumentError as e:
-        # Bad records surface here (undecodable image bytes, labels out of range).
-        _fail(f"bad input data: {e.message.strip().splitlines()[0]}", code=1)
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+        # Bad records surface here (CRC errors, undecodable image bytes, labels out of range),
+        # without a file name: find the record, and name it.
+        where = _locate_bad_record()
+        first = e.message.strip().splitlines()[0] if e.message.strip() else type(e).__name__
+        _fail(f"bad input data: {where or first}" + (
+            "; rerun with --skip_corrupt_records to leave bad records out" if where else ""),
+            code=1)
     except FloatingPointError as e:
         _fail(str(e), code=1)
     except Preempted as e:

@@ -157,6 +157,7 @@ def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
         mean_rgb=info.mean_rgb, stddev_rgb=info.stddev_rgb,
         flip=info.flip, use_cache=values["use_cache"],
         num_train_shards=values["num_train_shards"], deterministic=values["deterministic"],
+        skip_corrupt_records=values["skip_corrupt_records"],
         augment=aug,
     )
     train = TrainConfig(

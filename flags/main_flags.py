@@ -176,5 +176,10 @@ def define_main_flags(flag_values=None) -> None:
     d.DEFINE_bool("export_moving_average", True,
                   "--mode=export: export the EMA weights (false: the raw training weights).")
     d.DEFINE_integer("export_top_k", 5, "--mode=export: classes in the top_k_* outputs.")
+    d.DEFINE_bool("skip_corrupt_records", False,
+                  "Check every input record first (CRC, keys, label range, image bytes, soft "
+                  "label length) and train/evaluate without the bad ones, logging each and "
+                  "their count (TensorBoard data/skipped_records). Off: the first bad record "
+                  "stops the run with its file and record index.")
     d.DEFINE_bool("deterministic", False,
                   "Deterministic tf.data order (slower); with --seed gives repeatable runs.")

@@ -46,6 +46,7 @@ class DataConfig:
     use_cache: bool = True
     num_train_shards: Optional[int] = None
     deterministic: bool = False
+    skip_corrupt_records: bool = False
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
 
 

@@ -22,6 +22,49 @@ EVAL_PATTERNS = {"dev": ("dev*", "validation*"), "test": ("test*",)}
 
 
 @dataclasses.dataclass(frozen=True)
+class SkipList:
+    """Records left out by --skip_corrupt_records (found by data/validate.scan): `bad` maps a
+    file to the indices of its bad records, `limits` a file to the number of records readable
+    before a read error (CRC / truncation)."""
+    bad: tuple = ()  # ((path, (index, ...)), ...)
+    limits: tuple = ()  # ((path, count), ...)
+
+    @classmethod
+    def from_report(cls, report) -> "SkipList":
+        return cls(bad=tuple((p, tuple(i)) for p, i in sorted(report.skip_indices.items())),
+                   limits=tuple(sorted(report.read_limits.items())))
+
+    def records_fn(self):
+        """path (string tensor) -> that file's records without the bad ones."""
+        keys = [f"{p}:{i}" for p, idx in self.bad for i in idx] or [""]
+        bad = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(keys, tf.ones([len(keys)], tf.int64)), 0)
+        paths = [p for p, _ in self.limits] or [""]
+        counts = [n for _, n in self.limits] or [-1]
+        limits = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(paths, tf.constant(counts, tf.int64)), -1)
+
+        def records(path):
+            ds = tf.data.TFRecordDataset(path, buffer_size=READ_BUFFER_BYTES)
+            ds = ds.take(limits.lookup(path)).enumerate()
+            keep = lambda i, _: tf.equal(  # noqa: E731
+                bad.lookup(tf.strings.join([path, tf.strings.as_string(i)], ":")), 0)
+            return ds.filter(keep).map(lambda _, serialized: serialized)
+
+        return records
+
+
+def resume_seed(seed: int, start_step: int) -> int:
+    """The input pipeline's seed for a run starting at `start_step`: `seed` for a fresh run, a
+    different one after a resume, so a resumed run does not replay the shuffle order and
+    augmentation draws its first steps already used (the iterator itself is not checkpointed:
+    its shuffle buffers would be gigabytes at ImageNet scale)."""
+    if start_step == 0:
+        return seed
+    return (seed * 1_000_003 + start_step * 7_919 + 1) % (2 ** 31 - 1)
+
+
+@dataclasses.dataclass(frozen=True)
 class InputConfig:
     image_size: int
     num_classes: int
@@ -33,6 +76,7 @@ class InputConfig:
     seed: int = 0
     augment: augment_lib.AugmentConfig = dataclasses.field(
         default_factory=augment_lib.AugmentConfig)
+    skip: Optional[SkipList] = None  # --skip_corrupt_records
 
 
 def _split_dirs(data_dirs: str) -> list:
@@ -100,7 +144,11 @@ def _repeat_copies(ds):
 
 def _read(files, cfg: InputConfig, is_training: bool, input_context=None,
           expand_copies: bool = False):
+    records_of = (cfg.skip.records_fn() if cfg.skip is not None else
+                  lambda f: tf.data.TFRecordDataset(f, buffer_size=READ_BUFFER_BYTES))
     if not is_training:  # file order, record order: results line up with the inputs
+        if cfg.skip is not None:
+            return tf.data.Dataset.from_tensor_slices(list(files)).flat_map(records_of)
         return tf.data.TFRecordDataset(list(files), buffer_size=READ_BUFFER_BYTES)
     ds = tf.data.Dataset.from_tensor_slices(list(files))
     n_hosts = input_context.num_input_pipelines if input_context is not None else 1
@@ -112,7 +160,7 @@ def _read(files, cfg: InputConfig, is_training: bool, input_context=None,
     if not cfg.use_cache:
         ds = ds.repeat()
     ds = ds.interleave(
-        lambda f: tf.data.TFRecordDataset(f, buffer_size=READ_BUFFER_BYTES),
+        records_of,
         cycle_length=min(CYCLE_LENGTH, len(files)),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=cfg.deterministic,
