@@ -111,6 +111,32 @@ def _explain(path: str, indices: Sequence[int], kind: str, num_classes: int) -> 
     return out
 
 
+def readable_records(path: str) -> Tuple[int, Optional[BadRecord]]:
+    """(records readable from the start of `path`, the read error that stopped it or None):
+    a CRC mismatch or a truncated record ends what TFRecord can read of a file."""
+    sizes = tf.data.TFRecordDataset(path).map(tf.strings.length).batch(4096)
+    total = 0
+    it = iter(sizes)
+    while True:
+        try:
+            total += int(next(it).shape[0])
+        except StopIteration:
+            return total, None
+        except tf.errors.OpError:  # DataLossError / OutOfRange inside the reader
+            break
+    # The batch holding the error was lost: count that part record by record.
+    ds = tf.data.TFRecordDataset(path).skip(total)
+    it = iter(ds)
+    while True:
+        try:
+            next(it)
+            total += 1
+        except StopIteration:  # pragma: no cover (the error came back above)
+            return total, None
+        except tf.errors.OpError as e:
+            return total, BadRecord(path, total, _reason(e, 0), unreadable_rest=True)
+
+
 def scan_file(path: str, kind: str, num_classes: int, max_reasons: int = 20) -> Tuple[int, list]:
     """(records read, [BadRecord]) for one file. Reasons are given for the first
     `max_reasons` bad records; later ones say `bad (reason not extracted)`."""
@@ -120,18 +146,9 @@ def scan_file(path: str, kind: str, num_classes: int, max_reasons: int = 20) -> 
         return i, check(serialized)  # the shape output keeps the decode alive
 
     ds = tf.data.TFRecordDataset(path).enumerate()
-    total, good, read_error = 0, set(), None
-    # Records that fail the checks are dropped by ignore_errors; a read error ends the file.
-    it = iter(ds.map(lambda i, s: (i, tf.strings.length(s))))
-    while True:
-        try:
-            next(it)
-            total += 1
-        except StopIteration:
-            break
-        except tf.errors.OpError as e:  # DataLossError (CRC) / truncated record
-            read_error = BadRecord(path, total, _reason(e, num_classes), unreadable_rest=True)
-            break
+    total, read_error = readable_records(path)
+    good = set()
+    # Records that fail the checks are dropped by ignore_errors.
     for i, _ in ds.take(total).map(checked, num_parallel_calls=tf.data.AUTOTUNE,
                                    deterministic=True).ignore_errors().as_numpy_iterator():
         good.add(int(i))

@@ -25,7 +25,7 @@ import tensorflow as tf
 from absl import logging
 
 from noisy_student_tf import io_utils
-from noisy_student_tf.data import preprocess, records
+from noisy_student_tf.data import preprocess, records, validate
 from noisy_student_tf.errors import UserInputError
 from noisy_student_tf.pseudo import shards
 
@@ -220,13 +220,11 @@ def predict_shard(predictor: Predictor, cfg: PredictConfig, shard: int) -> str:
             writer.put(probs)
             done += probs.shape[0]
             progress.update(done)
-    except tf.errors.InvalidArgumentError as e:
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
         writer.abort()
-        raise UserInputError(f"{path}: bad record after {done} images "
-                             f"({e.message.strip().splitlines()[0]})") from None
-    except tf.errors.DataLossError as e:
-        writer.abort()
-        raise UserInputError(f"{path}: corrupt or truncated TFRecord after {done} images "
+        # Predictions line up with records, so a bad one cannot be skipped: name it.
+        bad = validate.find_first_bad([("image", [path], cfg.num_classes)])
+        raise UserInputError(str(bad) if bad else f"{path}: bad record after {done} images "
                              f"({e.message.strip().splitlines()[0]})") from None
     writer.close(expected=image_num)
     logging.info("shard %d: %d predictions -> %s", shard, done, out)
@@ -276,7 +274,8 @@ def reassign_shard(predictor: Predictor, cfg: PredictConfig, shard: int) -> str:
             progress.update(done)
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
         writer.abort()
-        raise UserInputError(f"{path}: bad or corrupt record after {done} images "
+        bad = validate.find_first_bad([("image", [path], cfg.num_classes)])
+        raise UserInputError(str(bad) if bad else f"{path}: bad record after {done} images "
                              f"({e.message.strip().splitlines()[0]})") from None
     except UserInputError:
         writer.abort()

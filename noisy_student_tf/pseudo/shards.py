@@ -10,7 +10,7 @@ import tensorflow as tf
 from absl import logging
 
 from noisy_student_tf import io_utils
-from noisy_student_tf.data import records
+from noisy_student_tf.data import records, validate
 from noisy_student_tf.errors import UserInputError
 
 
@@ -65,25 +65,15 @@ def prediction_batches(path: str, num_classes: int, batch_size: int = 4096
     ds = ds.map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.prefetch(2)
     seen = 0
-    it = iter(ds)
-    while True:
-        try:
-            batch = next(it)
-        except StopIteration:
-            return
-        except tf.errors.InvalidArgumentError:
-            raise UserInputError(f"{path}: {_first_bad_prediction(path, num_classes, seen)}"
-                                 ) from None
-        except tf.errors.DataLossError as e:
-            raise UserInputError(f"{path}: corrupt or truncated TFRecord after record {seen} "
-                                 f"({e.message.splitlines()[0]})") from None
-        classes = batch["classes"].numpy()
+    for batch in _numpy_batches(path, ds, lambda: _first_bad_prediction(
+            path, num_classes, seen)):
+        classes = batch["classes"]
         bad = np.flatnonzero((classes < 0) | (classes >= num_classes))
         if bad.size:
             raise UserInputError(f"{path}: record {seen + bad[0]}: classes={classes[bad[0]]} "
                                  f"outside [0, {num_classes})")
         seen += classes.shape[0]
-        yield classes, batch["probabilities"].numpy()
+        yield classes, batch["probabilities"]
 
 
 def raw_image_batches(path: str, num_replicas: int = 1, replica: int = 0,
@@ -98,21 +88,26 @@ def raw_image_batches(path: str, num_replicas: int = 1, replica: int = 0,
     ds = ds.batch(batch_size).map(lambda s: tf.io.parse_example(s, spec),
                                   num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
     seen = 0
+    for out in _numpy_batches(path, ds, lambda: f"unparseable record after record {seen}"):
+        seen += out[records.IMAGE_KEY].shape[0]
+        yield out
+
+
+def _numpy_batches(path: str, ds, explain_invalid) -> Iterator[dict]:
+    """Yields `ds`'s batches as numpy dicts; a read error (CRC, truncation) or a record that
+    does not parse (`explain_invalid()` says which) becomes a UserInputError naming `path`."""
     it = iter(ds)
     while True:
         try:
             batch = next(it)
         except StopIteration:
             return
-        except tf.errors.DataLossError as e:
-            raise UserInputError(f"{path}: corrupt or truncated TFRecord after record {seen} "
-                                 f"({e.message.splitlines()[0]})") from None
+        except tf.errors.DataLossError:
+            raise UserInputError(str(validate.readable_records(path)[1])) from None
         except tf.errors.InvalidArgumentError as e:
-            raise UserInputError(f"{path}: unparseable record after record {seen} "
-                                 f"({e.message.splitlines()[0]})") from None
-        out = {k: v.numpy() for k, v in batch.items()}
-        seen += out[records.IMAGE_KEY].shape[0]
-        yield out
+            raise UserInputError(f"{path}: {explain_invalid()} "
+                                 f"({e.message.strip().splitlines()[0]})") from None
+        yield {k: v.numpy() for k, v in batch.items()}
 
 
 def count_split_records(path: str, num_replicas: int = 1, replica: int = 0) -> int:
@@ -123,9 +118,8 @@ def count_split_records(path: str, num_replicas: int = 1, replica: int = 0) -> i
     ds = ds.batch(8192).map(lambda s: tf.size(s, out_type=tf.int64))
     try:
         return int(ds.reduce(np.int64(0), lambda n, k: n + k))
-    except tf.errors.DataLossError as e:
-        raise UserInputError(f"{path}: corrupt or truncated TFRecord "
-                             f"({e.message.splitlines()[0]})") from None
+    except tf.errors.DataLossError:
+        raise UserInputError(str(validate.readable_records(path)[1])) from None
 
 
 def image_extension(encoded: bytes) -> str:
