@@ -139,7 +139,10 @@ def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
     except ValueError as e:
         raise UserInputError(f"--{e}") from None
     use_bf16 = values["use_bfloat16"] if _present(fv, "use_bfloat16") else (
-        values["use_bfloat16"] and on_tpu)
+        values["use_bfloat16"] and on_tpu and not values["use_fp16"])
+    if use_bf16 and values["use_fp16"]:
+        raise UserInputError("--use_fp16 and --use_bfloat16 are exclusive (pick one "
+                             "mixed-precision policy)")
     train_steps = int(values["train_steps"] * values["train_ratio"])
     last = values["train_last_step_num"]
     last = None if last == -1 else int(last * values["train_ratio"])
@@ -172,7 +175,7 @@ def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
         save_checkpoints_steps=values["save_checkpoints_steps"],
         keep_checkpoint_max=values["keep_checkpoint_max"],
         steps_per_eval=values["steps_per_eval"], skip_host_call=values["skip_host_call"],
-        use_bfloat16=use_bf16, seed=values["seed"],
+        use_bfloat16=use_bf16, use_fp16=values["use_fp16"], seed=values["seed"],
         image_summary_images=values["image_summary_images"],
         init_model_path=_init_model_path(values),
         jit_compile=_jit_compile(values, on_tpu),

@@ -176,6 +176,10 @@ def define_main_flags(flag_values=None) -> None:
     d.DEFINE_bool("export_moving_average", True,
                   "--mode=export: export the EMA weights (false: the raw training weights).")
     d.DEFINE_integer("export_top_k", 5, "--mode=export: classes in the top_k_* outputs.")
+    d.DEFINE_bool("use_fp16", False,
+                  "Mixed float16 (GPUs) with dynamic loss scaling; logits, losses, BN and "
+                  "weights stay float32. Steps whose scaled gradients overflow are skipped "
+                  "(global_step counts applied steps). Exclusive with --use_bfloat16.")
     d.DEFINE_bool("skip_corrupt_records", False,
                   "Check every input record first (CRC, keys, label range, image bytes, soft "
                   "label length) and train/evaluate without the bad ones, logging each and "

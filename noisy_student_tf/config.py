@@ -70,6 +70,7 @@ class TrainConfig:
     steps_per_eval: int = 3000
     skip_host_call: bool = False
     use_bfloat16: bool = False
+    use_fp16: bool = False
     seed: int = 0
     image_summary_images: int = 4  # augmented images to TensorBoard at each checkpoint
     init_model_path: Optional[str] = None  # fresh runs start from this checkpoint's EMA weights

@@ -213,3 +213,16 @@ def test_jit_compile_defaults_off_on_cpu(fv, digits_dir, tmp_path):
     parse(fv, "--task_name=digits", f"--label_data_dir={digits_dir}", f"--model_dir={tmp_path}",
           "--jit_compile")
     assert run_config_from_flags(fv).train.jit_compile is True
+
+
+def test_fp16_and_bfloat16_flags(fv, digits_dir, tmp_path):
+    base = ["--task_name=digits", f"--label_data_dir={digits_dir}", f"--model_dir={tmp_path}"]
+    parse(fv, *base, "--use_fp16")
+    train = run_config_from_flags(fv).train
+    assert train.use_fp16 and not train.use_bfloat16
+    # On a TPU the default use_bfloat16=True yields to an explicit --use_fp16.
+    assert not run_config_from_flags(fv, on_tpu=True).train.use_bfloat16
+    fv.unparse_flags()
+    parse(fv, *base, "--use_fp16", "--use_bfloat16")
+    with pytest.raises(UserInputError, match="--use_fp16 and --use_bfloat16 are exclusive"):
+        run_config_from_flags(fv)

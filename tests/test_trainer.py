@@ -112,3 +112,35 @@ def test_jit_compile_step_matches_the_graph_step(tmp_path):
         assert trainer.global_step == 3
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
     assert losses[True][0] != losses[True][2]  # it trained
+
+
+def test_fp16_scales_the_loss_and_skips_overflowing_steps():
+    try:
+        trainer = Trainer(tiny_config(use_fp16=True), tf.distribute.get_strategy())
+        assert trainer.model.get_layer("stem_conv").compute_dtype == "float16"
+        assert trainer.model.get_layer("head_dense").compute_dtype == "float32"
+        assert all(v.dtype == "float32" for v in trainer.model.weights)
+        opt = trainer.optimizer
+        assert isinstance(opt, keras.optimizers.LossScaleOptimizer)
+        loop = trainer._make_train_loop()
+        it = iter(dataset_fn())
+        before = [v.numpy().copy() for v in trainer.model.trainable_variables]
+        metrics, _ = loop(it, tf.constant(4))
+        assert np.isfinite(float(metrics["train/loss"]))
+        skipped = 4 - trainer.global_step  # 2^15 can overflow the first float16 gradients
+        assert trainer.global_step >= 1 and float(opt.dynamic_scale.numpy()) == 2.0 ** (
+            15 - skipped)
+        assert any(not np.array_equal(b, v.numpy())
+                   for b, v in zip(before, trainer.model.trainable_variables))
+        # A scale that overflows float16 gradients: the step is skipped, the scale halved,
+        # the weights and global_step untouched.
+        opt.dynamic_scale.assign(1e30)
+        before = [v.numpy().copy() for v in trainer.model.trainable_variables]
+        step = trainer.global_step
+        loop(it, tf.constant(1))
+        assert trainer.global_step == step
+        np.testing.assert_allclose(float(opt.dynamic_scale.numpy()), 5e29, rtol=1e-6)
+        assert all(np.array_equal(b, v.numpy())
+                   for b, v in zip(before, trainer.model.trainable_variables))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

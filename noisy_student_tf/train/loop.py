@@ -54,11 +54,19 @@ class Trainer:
         self.lr_schedule = schedule_lib.UpstreamLRSchedule(
             scaled_lr, self.steps_per_epoch, decay_epochs, start_from_step=t.start_from_step
         )
+        if t.use_bfloat16 and t.use_fp16:
+            raise UserInputError("--use_bfloat16 and --use_fp16 are exclusive")
         if t.use_bfloat16:
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        elif t.use_fp16:  # float16 needs loss scaling; bfloat16's range does not
+            keras.mixed_precision.set_global_policy("mixed_float16")
         with strategy.scope():
             self.model = efficientnet.build_model(m.model_name, **m.build_kwargs())
             self.optimizer = opt_lib.TF1RMSprop(learning_rate=self.lr_schedule)
+            if t.use_fp16:
+                # Dynamic loss scaling (x2 after 2000 finite steps, /2 and the step skipped on
+                # an overflow); global_step counts applied steps only.
+                self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
             self.optimizer.build(self.model.trainable_variables)
             self.ema = None
             self.eval_model = self.model
@@ -214,7 +222,10 @@ class Trainer:
             # Gradients are summed over replicas: each replica carries 1/num_replicas of the
             # (replica-independent) weight-decay term.
             loss = data_loss + wd_loss / num_replicas
-        grads = tape.gradient(loss, self.model.trainable_variables)
+            if self.cfg.train.use_fp16:
+                scaled = self.optimizer.scale_loss(loss)  # unscaled again in apply()
+        grads = tape.gradient(scaled if self.cfg.train.use_fp16 else loss,
+                              self.model.trainable_variables)
         probs = tf.nn.softmax(lab_logits)
         correct = tf.cast(tf.equal(tf.argmax(lab_logits, -1, output_type=tf.int32), labels),
                           tf.float32)
@@ -319,6 +330,8 @@ class Trainer:
             eta = (last - step) * (now - t0) / max(step - start, 1)
             t_last = now
             metrics["train/lr"] = float(self.lr_schedule(step - 1))
+            if t.use_fp16:
+                metrics["train/loss_scale"] = float(self.optimizer.dynamic_scale.numpy())
             metrics["train/epoch"] = step / self.steps_per_epoch
             logging.info(
                 "step %d/%d  loss %.4f  lab/acc %.3f  lr %.2e  %.1f img/s  ETA %s",
