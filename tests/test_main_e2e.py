@@ -81,6 +81,7 @@ def _one_line_error(proc, needle):
     (["--task_name=custom", "--label_data_dir=/nonexistent/dir"], "/nonexistent/dir"),
     (["--task_name=digits", "--model_name=efficientnet-b9"], "efficientnet-b9"),
     (["--task_name=mnist"], "mnist"),
+    (["--task_name=digits", "--use_tpu=true"], "--use_tpu=true needs --tpu"),
     (["--task_name=digits", "--num_label_classes=1", "--task_name=custom",
       "--label_data_dir=/tmp"], "num_label_classes"),
 ])
