@@ -53,11 +53,14 @@ def _map_order(key: str) -> bytes:
     return key.encode() + b"\xff"
 
 
+def _entry(key: str, feature: bytes) -> bytes:
+    """One Features.feature map entry {key, value: Feature}, serialized."""
+    return _len_field(0x0A, _len_field(0x0A, key.encode()) + _len_field(0x12, feature))
+
+
 def _serialize(feature: dict) -> bytes:
     """A serialized tf.train.Example from {key: serialized Feature}."""
-    entries = b"".join(
-        _len_field(0x0A, _len_field(0x0A, key.encode()) + _len_field(0x12, feature[key]))
-        for key in sorted(feature, key=_map_order))
+    entries = b"".join(_entry(key, feature[key]) for key in sorted(feature, key=_map_order))
     return _len_field(0x0A, entries)
 
 
@@ -200,23 +203,12 @@ def prediction_examples(probabilities: np.ndarray, classes: np.ndarray) -> list:
     deterministic protobuf encoding: map keys sorted, packed repeated fields), built by
     concatenating bytes instead of protobuf objects: the prediction writer's hot loop."""
     probs = np.ascontiguousarray(probabilities, dtype="<f4")
-    n, c = probs.shape
-    # map entry {key, value: Feature{float_list: FloatList{value: [c floats, packed]}}}: every
-    # length is fixed, so all but the float data is one prefix.
-    float_list_head = b"\x0a" + _varint(4 * c)
-    float_list_len = len(float_list_head) + 4 * c
-    feature_inner = b"\x12" + _varint(float_list_len) + float_list_head  # Feature.float_list
-    feature_len = len(feature_inner) + 4 * c
-    feature_head = b"\x12" + _varint(feature_len) + feature_inner  # MapEntry.value
-    key = _len_field(0x0A, b"probabilities")
-    entry_len = len(key) + len(feature_head) + 4 * c
-    probs_head = b"\x0a" + _varint(entry_len) + key + feature_head
-    class_key = _len_field(0x0A, b"classes")
+    c = probs.shape[1]
+    # Every length in the `probabilities` entry is fixed by c: all of it but the float data is
+    # one prefix. Keys in map order: "classes" < "probabilities".
+    probs_head = _entry("probabilities", _floats(np.zeros(c)))[:-4 * c]
     out = []
     for row, cls in zip(probs, np.asarray(classes, np.int64).tolist()):
-        value = _varint(cls)
-        entry = _len_field(0x0A, class_key + _len_field(0x12, _len_field(0x1A, _len_field(
-            0x0A, value))))
-        features = entry + probs_head + row.tobytes()
+        features = _entry("classes", _ints([cls])) + probs_head + row.tobytes()
         out.append(_len_field(0x0A, features))
     return out
