@@ -6,7 +6,7 @@ it came from, on the same images and batch size, in one process.
 
 Rows: Keras `model(x, training=False)` in a tf.function on normalised float images (baseline);
 the SavedModel's `serving_images` (uint8 in, normalisation + softmax + top-k inside); its
-`serving_default` on JPEG bytes (decode + eval crop inside, per image). Medians over rounds;
+`serving_default` on JPEG bytes (decode + eval crop inside, per image). Medians over alternating rounds;
 ratio = images/s over the baseline's.
 """
 
@@ -33,17 +33,18 @@ from noisy_student_tf.models import efficientnet  # noqa: E402
 MEAN, STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
 
 
-def rate(fn, batches, rounds):
-    fn(batches[0])  # trace / warm up
-    out = []
+def rates(paths, rounds):
+    """Median images/s of each (name, fn, batches); rounds alternate between the paths so
+    that load changes on the machine hit all of them alike."""
+    for _, fn, batches in paths:
+        fn(batches[0])  # trace / warm up
+    times = {name: [] for name, _, _ in paths}
     for _ in range(rounds):
-        t0 = time.perf_counter()
-        n = 0
-        for b in batches:
-            r = fn(b)
-            n += int(r.shape[0])
-        out.append(n / (time.perf_counter() - t0))
-    return statistics.median(out)
+        for name, fn, batches in paths:
+            t0 = time.perf_counter()
+            n = sum(int(fn(b).shape[0]) for b in batches)
+            times[name].append(n / (time.perf_counter() - t0))
+    return [(name, statistics.median(times[name])) for name, _, _ in paths]
 
 
 def main():
@@ -53,7 +54,7 @@ def main():
     p.add_argument("--batch_size", type=int, default=256)
     p.add_argument("--width", type=float, default=0.5)
     p.add_argument("--depth", type=float, default=0.5)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=7)
     args = p.parse_args()
     size, small = args.image_size, args.image_size == 32
     rng = np.random.default_rng(0)
@@ -75,15 +76,14 @@ def main():
             mean_rgb=MEAN, stddev_rgb=STD)
         loaded = tf.saved_model.load(path)
         keras_fn = tf.function(lambda x: tf.nn.softmax(model(x, training=False)))
-        rows = [
-            ("keras model (float in)", rate(keras_fn, normalised, args.rounds)),
-            ("serving_images (uint8)", rate(
-                lambda x: loaded.signatures["serving_images"](images=x)["probabilities"],
-                views, args.rounds)),
-            ("serving_default (JPEG)", rate(
-                lambda x: loaded.signatures["serving_default"](images=x)["probabilities"],
-                jpegs, args.rounds)),
-        ]
+        serve_images = loaded.signatures["serving_images"]
+        serve_default = loaded.signatures["serving_default"]
+        rows = rates([
+            ("keras model (float in)", keras_fn, normalised),
+            ("serving_images (uint8)", lambda x: serve_images(images=x)["probabilities"], views),
+            ("serving_default (JPEG)", lambda x: serve_default(images=x)["probabilities"],
+             jpegs),
+        ], args.rounds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     base = rows[0][1]
