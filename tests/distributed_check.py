@@ -29,6 +29,7 @@ STEPS = 4
 
 
 WITH_TEACHER = "--teacher" in sys.argv
+JIT = "--jit" in sys.argv  # XLA for each replica's forward/backward
 
 
 def config(teacher_path=None):
@@ -37,7 +38,8 @@ def config(teacher_path=None):
                           stochastic_depth_rate=0.0, width_coefficient=0.1,
                           depth_coefficient=0.1),
         data=DataConfig(num_train_images=40, mean_rgb=(127.0,) * 3, stddev_rgb=(60.0,) * 3),
-        train=TrainConfig(train_steps=100, train_batch_size=8, base_learning_rate=0.5),
+        train=TrainConfig(train_steps=100, train_batch_size=8, base_learning_rate=0.5,
+                          jit_compile=JIT),
     )
     if teacher_path:
         st = StudentConfig(unlabel_ratio=1.0, unlabel_data_dir="unused", teacher_softmax_temp=1.0,

@@ -28,9 +28,10 @@ def test_auto_strategy_resolution(monkeypatch):
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("mode", ["supervised", "teacher"])
+@pytest.mark.parametrize("mode", ["supervised", "teacher_xla"])
 def test_mirrored_two_cpus_matches_single_device(mode):
-    args = ["--teacher"] if mode == "teacher" else []
+    # teacher_xla: online teacher, forward/backward XLA-compiled per replica (--jit_compile).
+    args = ["--teacher", "--jit"] if mode == "teacher_xla" else []
     proc = subprocess.run([sys.executable, os.path.join(HERE, "distributed_check.py"), *args],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
