@@ -198,9 +198,16 @@ def scan(files: Sequence[str], kind: str, num_classes: int, log_every_s: float =
 def find_first_bad(groups: Sequence[Tuple[str, Sequence[str], int]]) -> Optional[BadRecord]:
     """The first bad record of [(kind, files, num_classes)], scanning in order; None if all
     records pass (the failure was elsewhere)."""
+    t0 = last = time.time()
+    checked = 0
     for kind, files, num_classes in groups:
         for path in files:
-            _, bad = scan_file(path, kind, num_classes, max_reasons=1)
+            n, bad = scan_file(path, kind, num_classes, max_reasons=1)
             if bad:
                 return bad[0]
+            checked += n
+            if time.time() - last > 30:
+                last = time.time()
+                logging.info("checked %d records (%.0f records/s), all good so far", checked,
+                             checked / (last - t0))
     return None
