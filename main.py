@@ -127,6 +127,11 @@ def run() -> None:
                     f"the unlabeled batch ceil(train_batch_size * label_data_sample_prob * "
                     f"unlabel_ratio) = {global_unl} is not divisible by the "
                     f"{strategy.num_replicas_in_sync} replicas")
+            if st.teacher is None:
+                from noisy_student_tf.data import validate
+
+                validate.check_offline_targets(unl_files, st.teacher_softmax_temp != -1,
+                                               st.teacher_softmax_temp)
             logging.info("Noisy Student: %d labeled + %d unlabeled images per step, %s teacher",
                          t.train_batch_size, global_unl,
                          "online" if st.teacher else "offline (stored predictions)")
@@ -273,7 +278,12 @@ def main(argv) -> None:
         _fail(str(e))
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
         # Bad records surface here (CRC errors, undecodable image bytes, labels out of range),
-        # without a file name: find the record, and name it.
+        # without a file name: find the record, and name it. Our own in-graph checks say what
+        # is wrong in their message.
+        ours = [ln.strip() for ln in e.message.splitlines() if "unlabeled record has" in ln
+                or "unlabeled `label`" in ln]
+        if ours:
+            _fail(f"bad input data: {ours[0].split('Condition')[0].strip()}", code=1)
         where = _locate_bad_record()
         first = e.message.strip().splitlines()[0] if e.message.strip() else type(e).__name__
         _fail(f"bad input data: {where or first}" + (

@@ -1,14 +1,18 @@
-"""Does noise matter? Teacher, baseline, student and noise ablations over seeds (digits).
+"""What each part of the loop buys: teacher noise, student noise, soft labels, rounds, size.
 
-    python benchmarks/ablation.py --output_dir=/tmp/ablation --seeds=0,1,2
+    python benchmarks/ablation.py --output_dir=/tmp/ablation --seeds=0,1 [--variants=...] \\
+        [-- extra run_noisy_student.py flags, e.g. the MNIST-5k data flags]
 
-For each seed: tools/run_noisy_student.py with --with_baseline (teacher, student_1, baseline),
-then the same student with one change, reusing that seed's teacher:
-  no_randaugment   --augment_name=''      (crop/flip only on the student)
-  no_dropout_sd    student dropout 0 and stochastic depth 0
-  hard_labels      --teacher_softmax_temp=-1 (one-hot pseudo-labels)
-Prints test (and dev) top-1 per seed with the mean, as a markdown table. Extra arguments after
-`--` go to every run_noisy_student.py call.
+For each seed, tools/run_noisy_student.py with --with_baseline and the defaults (`full`: noised
+teacher = noise-matched baseline, one equal-size student, soft labels), then one change at a time.
+Variants reuse finished stages whose settings are the same (a copied teacher directory is
+recognised by its recorded settings), so each adds only the stages it changes:
+  teacher_unnoised  --noteacher_noise (crop/flip only, no dropout / stochastic depth)
+  student_unnoised  --nostudent_noise (and so its own un-noised baseline)
+  hard_labels       --teacher_softmax_temp=-1
+  two_rounds        --num_iterations=2 (student_1 teaches student_2)
+  larger_student    --student_model_names=efficientnet-b1 (and a b1 baseline)
+Prints a markdown table of test (dev) top-1 per seed and the means. Every seed run is reported.
 """
 
 import argparse
@@ -19,50 +23,80 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ABLATIONS = {
-    "no_randaugment": ["--augment_name="],
-    "no_dropout_sd": ["--student_dropout_rate=0", "--student_stochastic_depth_rate=0"],
+VARIANTS = {
+    "teacher_unnoised": ["--noteacher_noise"],
+    "student_unnoised": ["--nostudent_noise"],
     "hard_labels": ["--teacher_softmax_temp=-1"],
+    "two_rounds": ["--num_iterations=2"],
+    "larger_student": ["--student_model_names=efficientnet-b1"],
 }
 
 
 def run_loop(out_dir: str, seed: int, extra: list) -> dict:
     cmd = [sys.executable, os.path.join(ROOT, "tools", "run_noisy_student.py"),
-           f"--output_dir={out_dir}", f"--seed={seed}", *extra]
+           f"--output_dir={out_dir}", f"--seed={seed}", "--with_baseline", *extra]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     with open(os.path.join(out_dir, "summary.json")) as f:
         return {r["name"]: r for r in json.load(f)["rounds"]}
 
 
+def seed_stages(out: str, sources: dict) -> None:
+    """Copies finished stages {name in `out`: stage directory elsewhere} that a variant reuses.
+    The driver reuses a copy only when its recorded settings are the variant's, and stops
+    otherwise, so a wrong copy cannot be reported."""
+    for name, src in sources.items():
+        if os.path.exists(os.path.join(src, "DONE")) and not os.path.exists(
+                os.path.join(out, name)):
+            shutil.copytree(src, os.path.join(out, name))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
     args, passthrough = parser.parse_known_args()
     passthrough = [a for a in passthrough if a != "--"]
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = {}  # row name -> seed -> (dev, test)
+
+    def add(row, seed, r):
+        rows.setdefault(row, {})[seed] = (r["dev_top_1"], r["test_top_1"])
+
     for seed in seeds:
         full = os.path.join(args.output_dir, f"seed_{seed}", "full")
-        rounds = run_loop(full, seed, ["--with_baseline", *passthrough])
-        for name in ("teacher", "baseline", "student_1"):
-            rows.setdefault(name, {})[seed] = (rounds[name]["dev_top_1"],
-                                               rounds[name]["test_top_1"])
-        for variant, flags in ABLATIONS.items():
-            out = os.path.join(args.output_dir, f"seed_{seed}", variant)
-            if not os.path.exists(os.path.join(out, "teacher", "DONE")):
-                shutil.copytree(os.path.join(full, "teacher"), os.path.join(out, "teacher"),
-                                dirs_exist_ok=True)
-            r = run_loop(out, seed, [*passthrough, *flags])["student_1"]
-            rows.setdefault(f"student, {variant}", {})[seed] = (r["dev_top_1"], r["test_top_1"])
+        rounds = run_loop(full, seed, passthrough)
+        for name in ("teacher", "student_1", "baseline"):
+            add(f"full: {name}", seed, rounds[name])
+        for variant in filter(None, args.variants.split(",")):
+            base = os.path.join(args.output_dir, f"seed_{seed}")
+            out = os.path.join(base, variant)
+            # the noised teacher is teacher_unnoised's baseline; the un-noised teacher is
+            # student_unnoised's baseline (same model, schedule and no noise)
+            reuse = {"teacher_unnoised": {"baseline": os.path.join(full, "teacher")},
+                     "student_unnoised": {
+                         "teacher": os.path.join(full, "teacher"),
+                         "baseline": os.path.join(base, "teacher_unnoised", "teacher")},
+                     "two_rounds": {"teacher": os.path.join(full, "teacher"),
+                                    "student_1": os.path.join(full, "student_1")}}
+            seed_stages(out, reuse.get(variant, {"teacher": os.path.join(full, "teacher")}))
+            r = run_loop(out, seed, [*passthrough, *VARIANTS[variant]])
+            if variant == "teacher_unnoised":
+                add(f"{variant}: teacher", seed, r["teacher"])
+            student = "student_2" if variant == "two_rounds" else "student_1"
+            add(f"{variant}: {student}", seed, r[student])
+            if variant in ("student_unnoised", "larger_student"):
+                add(f"{variant}: baseline", seed, r["baseline"])
     header = " | ".join(f"seed {s} test (dev)" for s in seeds)
     print(f"\n| run | {header} | mean test | mean dev |")
     print("|---|" + "---|" * (len(seeds) + 2))
     for name, by_seed in rows.items():
-        cells = " | ".join(f"{by_seed[s][1]:.4f} ({by_seed[s][0]:.4f})" for s in seeds)
-        mean_test = sum(by_seed[s][1] for s in seeds) / len(seeds)
-        mean_dev = sum(by_seed[s][0] for s in seeds) / len(seeds)
+        got = [s for s in seeds if s in by_seed]
+        cells = " | ".join(f"{by_seed[s][1]:.4f} ({by_seed[s][0]:.4f})" if s in by_seed
+                           else "-" for s in seeds)
+        mean_test = sum(by_seed[s][1] for s in got) / len(got)
+        mean_dev = sum(by_seed[s][0] for s in got) / len(got)
         print(f"| {name} | {cells} | {mean_test:.4f} | {mean_dev:.4f} |")
 
 

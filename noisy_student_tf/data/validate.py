@@ -211,3 +211,39 @@ def find_first_bad(groups: Sequence[Tuple[str, Sequence[str], int]]) -> Optional
                 logging.info("checked %d records (%.0f records/s), all good so far", checked,
                              checked / (last - t0))
     return None
+
+
+SOFT_LABEL_KEYS = ("probabilities", records.FP16_KEY, records.TOPK_PROBS_KEY)
+
+
+def check_offline_targets(files: Sequence[str], soft: bool, temp: float) -> None:
+    """Before offline student training (no teacher in the step): the first record of each
+    unlabeled file must carry what the targets are built from, soft labels (`probabilities` in
+    any format, not all zero) or, with hard labels, `label`. Raises UserInputError naming the
+    file and the tools that make such records."""
+    from noisy_student_tf.errors import UserInputError
+
+    makers = ("records made by tools/filter_unlabel.py (after main.py --mode=predict) or by "
+              "main.py --mode=predict --reassign_label; or train with an online teacher "
+              "(--teacher_model_name and --teacher_model_path)")
+    for path in files:
+        try:
+            first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
+        except (tf.errors.OpError, StopIteration):
+            continue  # unreadable files are reported by the pipeline with file and record
+        if first is None:
+            continue
+        example = tf.train.Example.FromString(first.numpy())
+        feature = example.features.feature
+        if soft:
+            values = [v for key in SOFT_LABEL_KEYS if key in feature
+                      for v in (feature[key].float_list.value or [1.0])]
+            if not values or not any(values):
+                raise UserInputError(
+                    f"{path} record 0 has no soft label (`probabilities`, all zero or absent), "
+                    f"which offline training with --teacher_softmax_temp={temp:g} needs: use "
+                    f"{makers}")
+        elif "label" not in feature:
+            raise UserInputError(
+                f"{path} record 0 has no `label`, which offline training with hard labels "
+                f"(--teacher_softmax_temp=-1) needs: use {makers}")

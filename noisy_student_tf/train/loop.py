@@ -46,10 +46,13 @@ class Trainer:
         t, d, m = cfg.train, cfg.data, cfg.model
         self.steps_per_epoch = d.num_train_images / (
             t.train_batch_size * t.label_data_sample_prob)
-        decay_epochs = schedule_lib.decay_epochs_for(
-            t.train_ratio, t.final_base_lr, t.base_learning_rate, t.train_steps,
-            t.train_batch_size, d.num_train_images,
-        )
+        try:
+            decay_epochs = schedule_lib.decay_epochs_for(
+                t.train_ratio, t.final_base_lr, t.base_learning_rate, t.train_steps,
+                t.train_batch_size, d.num_train_images,
+            )
+        except ValueError as e:
+            raise UserInputError(f"--final_base_lr: {e}") from None
         scaled_lr = t.base_learning_rate * t.train_batch_size * t.label_data_sample_prob / 256.0
         self.lr_schedule = schedule_lib.UpstreamLRSchedule(
             scaled_lr, self.steps_per_epoch, decay_epochs, start_from_step=t.start_from_step
@@ -152,8 +155,9 @@ class Trainer:
         if self.teacher is not None:
             d = self.cfg.data
             t_images = batch["unl_teacher_image"]
-            if not getattr(self.teacher, "takes_uint8", False):  # an exported SavedModel
-                t_images = normalize(t_images, d.mean_rgb, d.stddev_rgb)  # normalises itself
+            if not getattr(self.teacher, "takes_uint8", False):  # a SavedModel normalises
+                t_images = normalize(t_images, st.teacher_mean_rgb or d.mean_rgb,
+                                     st.teacher_stddev_rgb or d.stddev_rgb)
             t_logits = tf.stop_gradient(tf.cast(self.teacher(t_images, training=False),
                                                 tf.float32))
             if temp != -1:
