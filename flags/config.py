@@ -1,13 +1,12 @@
 """Parsed flags -> noisy_student_tf.config objects. The only place that interprets FLAGS."""
 
 import dataclasses
-import os
 
 import tensorflow as tf
 from absl import logging
 
 from flags.main_flags import NO_EFFECT_FLAGS
-from noisy_student_tf import io_utils, run_info
+from noisy_student_tf import run_info
 from noisy_student_tf.config import (DataConfig, ModelConfig, RunConfig, StudentConfig,
                                      TrainConfig)
 from noisy_student_tf.data import augment, digits, pipeline, task_info

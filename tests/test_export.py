@@ -98,8 +98,8 @@ def test_export_bad_input(exported, tmp_path):
     cases = [
         ([*common, f"--export_dir={export_dir}"], "already holds a SavedModel"),
         ([*common, "--model_name=efficientnet-b1", f"--export_dir={tmp_path / 'b1'}"],
-         f"--model_dir={model_dir!r} holds a efficientnet-b0 run (run_config.json), not "
-         "--model_name=efficientnet-b1"),
+         f"--model_name=efficientnet-b1 conflicts with --model_dir={model_dir!r}, which was "
+         "trained with model_name=efficientnet-b0"),
         (["--task_name=digits", f"--model_dir={tmp_path / 'empty'}",
           f"--export_dir={tmp_path / 'e'}"],
          f"--model_dir={str(tmp_path / 'empty')!r} has no checkpoint to export"),

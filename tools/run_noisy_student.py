@@ -48,7 +48,8 @@ flags.DEFINE_bool("flip", None, "Random horizontal flips in training; unset: mai
 flags.DEFINE_integer("labels_per_class", 15, "digits: labeled train images kept per class.")
 flags.DEFINE_string("data_cache_dir", None, "digits: where the split's TFRecords are cached.")
 flags.DEFINE_integer("seed", 0, "Seed passed to every stage.")
-flags.DEFINE_integer("num_iterations", 1, "Student rounds (each student teaches the next).")
+flags.DEFINE_integer("num_iterations", None, "Student rounds (each student teaches the next); "
+                     "unset: as many as --student_model_names lists, else 2 (digits: 1).")
 flags.DEFINE_string("teacher_model_name", D["teacher_model_name"].default,
                     "Teacher architecture.")
 flags.DEFINE_list("student_model_names", None,
@@ -60,8 +61,9 @@ flags.DEFINE_float("depth_coefficient", None, "Depth of every model; unset: each
 flags.DEFINE_float("model_scale", 1.0, "Multiplies every stage's width and depth (quick runs).")
 flags.DEFINE_integer("train_batch_size", D["train_batch_size"].default,
                      "Labeled batch size of every stage.")
-flags.DEFINE_integer("train_steps", D["train_steps"].default,
-                     "Schedule length of every noised stage (teacher, students, baseline).")
+flags.DEFINE_integer("train_steps", None,
+                     "Schedule length of every noised stage (teacher, students, baseline); "
+                     "unset: 1200 (digits: 800, to keep the main job under 10 minutes).")
 flags.DEFINE_integer("teacher_train_steps", None, "Teacher schedule length; unset: "
                      "--train_steps (the teacher is then the equal-size baseline).")
 flags.DEFINE_float("base_learning_rate", D["base_learning_rate"].default,
