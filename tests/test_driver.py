@@ -42,8 +42,9 @@ def test_each_stage_builds_the_model_it_names(tmp_path, cache):
     assert params["student_2"] == params_lib.param_count(
         "efficientnet-b1", 10, width_coefficient=0.5, depth_coefficient=0.55,
         small_image_model=True)
-    # round 2 is taught by round 1's student
-    assert p.stages[2].settings["teacher_model_path"] == p.stages[1].directory
+    # round 2 is taught by round 1's student (paths inside the loop recorded relative to it)
+    assert p.stages[2].settings["teacher_model_path"] == "<output_dir>/student_1"
+    assert f"--teacher_model_path={p.stages[1].directory}" in args_of(p.stages[2])
     assert p.stages[2].settings["teacher_model_name"] == "efficientnet-b0"
 
 
@@ -90,10 +91,9 @@ def test_offline_rounds_reassign_with_the_new_teacher(tmp_path, cache):
                                           "student_2"]
     reassign = p.stages[3].settings
     assert reassign["reassign_label"] == "true"
-    assert reassign["predict_ckpt_path"] == p.stages[2].directory  # student_1 re-labels
-    assert reassign["label_data_dir"].startswith(p.stages[1].directory)  # pseudo_1's selection
-    assert p.stages[4].settings["unlabel_data_dir"] == os.path.join(p.stages[3].directory,
-                                                                    "reassign")
+    assert reassign["predict_ckpt_path"] == "<output_dir>/student_1"  # student_1 re-labels
+    assert reassign["label_data_dir"] == "<output_dir>/pseudo_1/filter_data/data"
+    assert p.stages[4].settings["unlabel_data_dir"] == "<output_dir>/pseudo_2/reassign"
     assert "teacher_model_path" not in p.stages[4].settings
 
 
@@ -140,6 +140,14 @@ def test_changed_teacher_makes_its_students_stale(tmp_path, cache):
               open(os.path.join(student.directory, stages_lib.CONFIG_FILE), "w"))
     new = digits_plan(tmp_path, cache, teacher_noise=False)
     assert "stage teacher, which it builds on, changed" in new.stages[1].stale_reason()
+
+
+def test_a_moved_loop_directory_is_still_the_same_run(tmp_path, cache):
+    first = digits_plan(tmp_path, cache, num_iterations=2)
+    moved = loop_lib.LoopPlan(loop_lib.LoopConfig(
+        output_dir=str(tmp_path / "elsewhere"), data_cache_dir=str(cache), num_iterations=2),
+        root=str(tmp_path))
+    assert [s.settings for s in first.stages] == [s.settings for s in moved.stages]
 
 
 def test_directory_without_recorded_settings_is_not_reused(tmp_path, cache):
@@ -194,3 +202,22 @@ def test_summary_table_marks_the_shared_baseline():
         {"name": "baseline", "model_name": "efficientnet-b0", "params": 663530,
          "dev_top_1": 0.9, "test_top_1": 0.8, "same_as": "teacher"}]})
     assert "663,530" in table and "(= teacher)" in table
+
+
+def test_given_teacher_is_described_by_its_run_config(tmp_path, cache):
+    import dataclasses
+
+    from noisy_student_tf.config import ModelConfig, RunConfig
+
+    given = tmp_path / "given"
+    given.mkdir()
+    model = ModelConfig("efficientnet-b1", 10, 32, True, width_coefficient=0.5,
+                        depth_coefficient=0.55)
+    json.dump(dataclasses.asdict(RunConfig(model=model)), open(given / "run_config.json", "w"))
+    p = digits_plan(tmp_path, cache, teacher_model_path=str(given),
+                    teacher_model_name="efficientnet-b1", with_baseline=True)
+    assert [s.name for s in p.stages] == ["student_1", "baseline"]  # no teacher stage
+    assert p.rounds[0].params == params_lib.param_count(
+        "efficientnet-b1", 10, width_coefficient=0.5, depth_coefficient=0.55,
+        small_image_model=True)
+    assert p.stages[0].settings["teacher_model_path"] == str(given)

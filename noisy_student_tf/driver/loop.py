@@ -25,7 +25,7 @@ from typing import List, Optional, Tuple
 
 from absl import logging
 
-from noisy_student_tf import io_utils
+from noisy_student_tf import io_utils, run_info
 from noisy_student_tf.driver import stages as stages_lib
 from noisy_student_tf.errors import UserInputError
 from noisy_student_tf.models import params as params_lib
@@ -242,7 +242,11 @@ class LoopPlan:
     # ---------------------------------------------------------------- stages
     def _stage(self, name: str, settings: dict, commands, steps: int = 0, cost: float = 1.0,
                after=()) -> stages_lib.Stage:
-        settings = dict(settings)
+        # Paths inside the output directory are recorded relative to it, so a copied or moved
+        # loop directory is still recognised as the same run.
+        inside = self.out.rstrip("/") + "/"
+        settings = {k: "<output_dir>/" + v[len(inside):] if v.startswith(inside) else v
+                    for k, v in settings.items()}
         for dep in after:  # a changed stage makes every stage built on it change too
             settings[f"(stage {dep.name})"] = stages_lib.fingerprint(dep.settings)
         stage = stages_lib.Stage(name, os.path.join(self.out, name), settings, commands,
@@ -267,6 +271,12 @@ class LoopPlan:
                 raise UserInputError(f"--teacher_model_path={path!r}: no such file, "
                                      "directory or checkpoint")
             _, params = self.model_args(c.teacher_model_name)
+            info = run_info.read(path) if not path.endswith(".h5") else None
+            if info is not None:  # its own description (our checkpoints, converted ones)
+                m = info.model
+                params = params_lib.param_count(
+                    m.model_name, m.num_classes, width_coefficient=m.width_coefficient,
+                    depth_coefficient=m.depth_coefficient, small_image_model=m.small_image_model)
             prev = Round("teacher", c.teacher_model_name, params, os.path.abspath(path))
         else:
             margs, params = self.model_args(c.teacher_model_name)
