@@ -33,7 +33,7 @@ def weights_by_upstream_name(model, model_name):
 
 
 def test_names_follow_tf1_creation_order():
-    # The spec's table (UPSTREAM.md 3.5), for b0's block 0 (no expansion) and block 1.
+    # Upstream's TF1 variable names, for b0's block 0 (no expansion) and block 1.
     model = efficientnet.build_model("efficientnet-b0", 10, **TINY)
     names = [n for _, n in uc.upstream_variable_names(model, "efficientnet-b0")]
     bn = "tpu_batch_normalization"

@@ -8,7 +8,7 @@ from flags.config import run_config_from_flags
 from flags.main_flags import define_main_flags
 from noisy_student_tf.errors import UserInputError
 
-# (name, absl flag type, default) from ../shared/UPSTREAM.md section 2.1 (59 flags) and 2.2 (10).
+# (name, absl flag type, default) of upstream main.py (59 flags) and predict_label.py (10).
 UPSTREAM_MAIN = [
     ("task_name", "string", "imagenet"), ("label_data_dir", "string", None),
     ("model_dir", "string", None), ("init_model", "bool", False),
@@ -177,7 +177,7 @@ def test_student_config_from_flags(fv, digits_dir, tmp_path):
     assert st.unl_augment.name is None  # --unl_aug='' turns RandAugment off for unlabeled
 
 
-# ../shared/UPSTREAM.md section 2.3: upstream filter_unlabel.py's 24 flags.
+# Upstream filter_unlabel.py's 24 flags.
 UPSTREAM_FILTER = [
     ("input_dir", "string", ""), ("prediction_dir", "string", ""), ("info_dir", "string", ""),
     ("prelim_stats_dir", "string", ""), ("output_dir", "string", ""),

@@ -8,7 +8,7 @@ from noisy_student_tf import build_model
 from noisy_student_tf.models import efficientnet
 from noisy_student_tf.models import params as P
 
-# ../shared/UPSTREAM.md section 3.3 (trainable parameters with 1000 classes).
+# Trainable parameters with 1000 classes (= keras.applications EfficientNetB0-B7).
 EXPECTED_PARAMS = {
     "efficientnet-b0": 5288548, "efficientnet-b1": 7794184, "efficientnet-b2": 9109994,
     "efficientnet-b3": 12233232, "efficientnet-b4": 19341616, "efficientnet-b5": 30389784,

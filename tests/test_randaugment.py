@@ -202,7 +202,7 @@ def test_each_op_eager_equals_tf_data(name):
 
 
 def test_level_args_table():
-    """../shared/UPSTREAM.md section 7: values at M = 5, 12 and 27."""
+    """Upstream randaugment.py level_to_arg values at M = 5, 12 and 27."""
     a = ra.level_args(5, 4, 4)
     assert (a["Rotate"], a["Posterize"], a["Solarize"], a["SolarizeAdd"]) == (15, 2, 128, 55)
     assert a["Color"] == pytest.approx(1.0) and a["TranslateX"] == 2.0 and a["Cutout"] == 2

@@ -14,7 +14,7 @@ from noisy_student_tf.train.schedule import UpstreamLRSchedule, decay_epochs_for
 
 
 def tf1_rmsprop(var, grads, lr, rho=0.9, momentum=0.9, eps=1e-3):
-    """tf.compat.v1.train.RMSPropOptimizer, written out (UPSTREAM.md section 4.3)."""
+    """tf.compat.v1.train.RMSPropOptimizer, written out (upstream utils.py)."""
     ms = np.ones_like(var)  # TF1 starts the mean square at 1.0
     mom = np.zeros_like(var)
     for g in grads:
@@ -58,7 +58,7 @@ def test_rmsprop_state_starts_at_one():
 
 
 def test_svhn_worked_example():
-    """UPSTREAM.md 4.4 item 7: run.sh (N=69257, batch 128, final_base_lr 2e-4)."""
+    """upstream local_scripts/svhn/run.sh (N=69257, batch 128, final_base_lr 2e-4)."""
     steps_per_epoch = 69257 / 128
     decay_epochs = decay_epochs_for(1.0, 0.0002, 0.016, 109474, 128, 69257)
     assert decay_epochs == pytest.approx(1.3716, abs=1e-4)

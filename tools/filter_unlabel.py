@@ -1,5 +1,5 @@
 """Filter and balance teacher predictions into pseudo-labeled TFRecords (upstream's
-filter_unlabel.py, same flags and files; ../shared/UPSTREAM.md section 9).
+filter_unlabel.py, same flags and files).
 
     # pass 1, every shard (any order, in parallel): per-class confidence histograms
     python tools/filter_unlabel.py --only_get_stats=1 --shard_id=S --task=0 --num_shards=N \

@@ -1,4 +1,4 @@
-"""tf.data input pipelines over upstream-format TFRecords (../shared/UPSTREAM.md section 5.6)."""
+"""tf.data input pipelines over upstream-format TFRecords (upstream data_input.py)."""
 
 import dataclasses
 from typing import Optional, Sequence

@@ -1,4 +1,4 @@
-"""Image preprocessing as upstream preprocessing.py (../shared/UPSTREAM.md section 6).
+"""Image preprocessing as upstream preprocessing.py.
 
 Every random choice takes an explicit stateless `seed` ([2] int tensor), so a pipeline is
 reproducible from one integer. Outputs are uint8 [S, S, 3]: 4x less data to the device, where

@@ -1,4 +1,4 @@
-"""RandAugment with upstream randaugment.py's semantics (../shared/UPSTREAM.md section 7).
+"""RandAugment with upstream randaugment.py's semantics.
 
 `distort_image_with_randaugment(image, num_layers, magnitude)` applies `num_layers` ops, each drawn
 uniformly from upstream's 15 (16 with Cutout), all at the same magnitude M (level M/10; M above 10

@@ -1,4 +1,4 @@
-"""TFRecord formats of upstream (../shared/UPSTREAM.md sections 5.1-5.3): writing and parsing."""
+"""Upstream TFRecord formats (proc_svhn.py, predict_label.py, filter_unlabel.py): write, parse."""
 
 from typing import Optional
 

@@ -1,4 +1,4 @@
-"""Per-task dataset facts (upstream task_info.py, ../shared/UPSTREAM.md section 5.4)."""
+"""Per-task dataset facts (upstream task_info.py)."""
 
 import dataclasses
 from typing import Optional

@@ -1,5 +1,5 @@
 """Upstream's TF1 checkpoints (google-research/noisystudent, tensorflow/tpu EfficientNet) <-> our
-Keras model, by explicit name mapping (../shared/UPSTREAM.md section 3.5).
+Keras model, by explicit name mapping (upstream efficientnet_model.py's variable scopes).
 
 TF1 named layers by creation order inside each variable scope, so the same Keras layer is
 `conv2d` in one block and `conv2d_1` in another; `tf1_layer_paths` spells the whole table out.

@@ -1,6 +1,6 @@
 """EfficientNet B0-B7 / L2 as a Keras 3 functional model (keras.* only, so it runs on any backend).
 
-Layer-for-layer as upstream efficientnet_model.py (../shared/UPSTREAM.md section 3.4): stem conv,
+Layer-for-layer as upstream efficientnet_model.py (class Model): stem conv,
 MBConv blocks with squeeze-excite and stochastic depth growing linearly with the block index, head
 conv, global pool, dropout, dense logits. Images go in already normalised; logits come out in
 float32 even under a mixed-precision policy.

@@ -2,7 +2,7 @@
 
 Everything here is plain Python so configs can be checked (and parameter counts computed) without
 building a model. Numbers follow upstream efficientnet_builder.py / efficientnet_model.py
-(../shared/UPSTREAM.md section 3).
+(upstream efficientnet_builder.py).
 """
 
 import dataclasses

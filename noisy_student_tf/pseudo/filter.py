@@ -1,5 +1,5 @@
-"""Filter and balance pseudo-labeled images (upstream filter_unlabel.py; ../shared/UPSTREAM.md
-section 9), streaming and crash-safe.
+"""Filter and balance pseudo-labeled images (upstream filter_unlabel.py), streaming and
+crash-safe.
 
 Same flags, files and selection rules as upstream; what differs:
 - Statistics are histograms (classes x 101 counters); the output pass streams the prediction file

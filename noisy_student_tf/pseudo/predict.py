@@ -1,5 +1,5 @@
 """Teacher predictions on unlabeled shards (upstream predict_label.py run from main.py
---mode=predict; ../shared/UPSTREAM.md section 8), batched, under the distribution strategy,
+--mode=predict; upstream predict_label.py), batched, under the distribution strategy,
 with a background writer and crash-safe outputs.
 
 Normal mode: `<label_data_dir>/<file_prefix>-SSSSS-of-NNNNN`, records i with

@@ -1,4 +1,4 @@
-"""The filter tool's selection math (upstream filter_unlabel.py, ../shared/UPSTREAM.md 9.1-9.2)
+"""The filter tool's selection math (upstream filter_unlabel.py)
 as plain numpy over arrays, so that it streams and is unit-tested on its own.
 
 Confidence of an image = its probability of its argmax class. Statistics are per-class

@@ -1,5 +1,5 @@
 """File names and streaming readers shared by the prediction and filter tools
-(../shared/UPSTREAM.md section 5.3)."""
+(upstream predict_label.py, filter_unlabel.py)."""
 
 import os
 import time

@@ -1,4 +1,4 @@
-"""Upstream's exponential moving average of weights (../shared/UPSTREAM.md section 4.5).
+"""Upstream's exponential moving average of weights (upstream main.py model_fn).
 
 shadow <- d * shadow + (1 - d) * var, d = min(decay, (1 + t) / (10 + t)), t = global step after the
 update. Unlike Keras's optimizer `use_ema` (trainable variables only, fixed momentum), upstream also

@@ -1,4 +1,4 @@
-"""Losses as upstream main.py model_fn computes them (../shared/UPSTREAM.md section 4.2)."""
+"""Losses as upstream main.py model_fn computes them (upstream main.py)."""
 
 import tensorflow as tf
 

@@ -2,7 +2,7 @@
 
 Keras 3 RMSprop already computes sqrt(ms + eps) and a momentum buffer like TF1's
 `tf.train.RMSPropOptimizer`; the one difference is the mean-square accumulator's start value, 1.0
-in TF1 and 0.0 in Keras (../shared/UPSTREAM.md section 4.3 and 12.12). Starting at 0 makes the
+in TF1 and 0.0 in Keras (upstream utils.py build_optimizer). Starting at 0 makes the
 first steps about 1/sqrt(0.1 g^2) larger, which upstream never did.
 """
 

@@ -1,4 +1,4 @@
-"""Upstream's learning-rate schedule (../shared/UPSTREAM.md section 4.4)."""
+"""Upstream's learning-rate schedule (upstream main.py model_fn and utils.py)."""
 
 import math
 from typing import Optional
