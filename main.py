@@ -7,6 +7,7 @@ noisy_student_tf/. Bad input ends in one `main.py: error: ...` line and exit sta
 """
 
 import dataclasses
+import json
 import os
 import signal
 import sys
@@ -38,7 +39,20 @@ def _on_sigterm(signum, frame) -> None:
 
 def _fail(message: str, code: int = 2) -> None:
     print(f"main.py: error: {message}", file=sys.stderr)
-    sys.exit(code)
+    _exit(code)
+
+
+def _exit(code: int) -> None:
+    """Releases this run's locks, flushes and exits without interpreter teardown: destroying a
+    live tf.data iterator (infinite, prefetching) sometimes deadlocks in TF 2.21 (seen once
+    here: ~IteratorResource waiting on an UnboundedThreadPool thread after training had
+    finished and results were written)."""
+    from noisy_student_tf import locks
+
+    locks.release_all()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _prepare_model_dir(model_dir: str) -> None:
@@ -59,9 +73,10 @@ def _prepare_model_dir(model_dir: str) -> None:
 def run() -> None:
     import tensorflow as tf
 
-    from noisy_student_tf import distribute, io_utils
+    from noisy_student_tf import distribute, io_utils, locks
     from noisy_student_tf.data import pipeline
     from noisy_student_tf.errors import UserInputError
+    from noisy_student_tf.train import checkpoints
     from noisy_student_tf.train.loop import Trainer
 
     if FLAGS["use_tpu"].present and FLAGS.use_tpu and not FLAGS.tpu:
@@ -76,6 +91,10 @@ def run() -> None:
     if FLAGS.mode == "export":
         return export(cfg)
     _prepare_model_dir(cfg.train.model_dir)
+    if distribute.is_chief():
+        # One writer per model_dir; what killed runs left behind goes once we hold it.
+        locks.lock_dir(cfg.train.model_dir, f"--model_dir={cfg.train.model_dir!r}")
+        checkpoints.clean_leftovers(cfg.train.model_dir)
     logging.info("Config: %s", cfg)
 
     d, m, t = cfg.data, cfg.model, cfg.train
@@ -103,6 +122,9 @@ def run() -> None:
         return out
 
     if FLAGS.mode in ("train", "train_and_eval"):
+        # Restore (or check there is nothing to restore) before writing anything, so a run that
+        # cannot resume stops with its files as they were.
+        trainer.resume()
         io_utils.write_json_atomic(
             os.path.join(t.model_dir, "FLAGS.json"), FLAGS.flag_values_dict())
         io_utils.write_json_atomic(
@@ -219,9 +241,11 @@ def predict(cfg, strategy) -> None:
     records, upstream's files (noisy_student_tf/pseudo/predict.py)."""
     from flags.config import predict_config_from_flags
     from noisy_student_tf import teacher
-    from noisy_student_tf.pseudo import predict as predict_lib
+    from noisy_student_tf.pseudo import predict as predict_lib, provenance
 
     model_cfg, pcfg = predict_config_from_flags(FLAGS, cfg)
+    pcfg = dataclasses.replace(pcfg, redo_changed=FLAGS.redo_changed, model_fingerprint=json.dumps(
+        provenance.model_fingerprint(FLAGS.predict_ckpt_path)))
     _inputs.append(("image", [pcfg.input_path(s) for s in pcfg.shard_ids], model_cfg.num_classes))
     with strategy.scope():
         model = teacher.load_teacher(model_cfg, FLAGS.predict_ckpt_path, flag="predict_ckpt_path")
@@ -240,8 +264,9 @@ def export(cfg) -> None:
     from noisy_student_tf.errors import UserInputError
     from noisy_student_tf.interop import saved_model
 
-    ckpt = tf.train.latest_checkpoint(FLAGS.model_dir) if tf.io.gfile.isdir(
-        FLAGS.model_dir) else None
+    from noisy_student_tf.train import checkpoints
+
+    ckpt = checkpoints.latest(FLAGS.model_dir) if tf.io.gfile.isdir(FLAGS.model_dir) else None
     if ckpt is None:
         raise UserInputError(f"--model_dir={FLAGS.model_dir!r} has no checkpoint to export")
     model_cfg, mean, std = export_model_config(FLAGS, cfg)
@@ -268,12 +293,7 @@ def main(argv) -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         run()
-        # Skip interpreter teardown: destroying a live tf.data iterator (infinite, prefetching)
-        # sometimes deadlocks in TF 2.21 (seen once here: ~IteratorResource waiting on an
-        # UnboundedThreadPool thread after training had finished and results were written).
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        _exit(0)
     except UserInputError as e:
         _fail(str(e))
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
@@ -294,9 +314,7 @@ def main(argv) -> None:
     except Preempted as e:
         print(f"main.py: preempted (SIGTERM): {e}; rerun the same command to resume",
               file=sys.stderr)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(143)
+        _exit(143)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,35 @@ def task_defaults(flag_values) -> dict:
     return {}
 
 
+# Numeric flags checked for sign and range at start-up: name -> (low, high, low_inclusive).
+# A negative learning rate would train by gradient ascent without a word.
+_RANGES = {
+    "base_learning_rate": (0.0, None, False),
+    "final_base_lr": (0.0, None, True),
+    "moving_average_decay": (0.0, 1.0, True),
+    "weight_decay": (0.0, None, True),
+    "label_smoothing": (0.0, 1.0, True),
+    "dropout_rate": (0.0, 1.0, True),
+    "stochastic_depth_rate": (0.0, 1.0, True),
+    "depth_coefficient": (0.0, None, False),
+    "width_coefficient": (0.0, None, False),
+    "randaug_mag": (0, None, True),
+    "randaug_layer": (0, None, True),
+}
+
+
+def _check_ranges(values: dict) -> None:
+    for name, (low, high, inclusive) in _RANGES.items():
+        value = values.get(name)
+        if value is None:
+            continue
+        below = value < low if inclusive else value <= low
+        if below or (high is not None and value > high) or value != value:
+            span = (f"{'[' if inclusive else '('}{low:g}, {high:g}]" if high is not None else
+                    f"{'>=' if inclusive else '>'} {low:g}")
+            raise UserInputError(f"--{name}={value:g} is out of range (must be {span})")
+
+
 def _check_flags(fv, values: dict) -> None:
     if values["mode"] not in MODES:
         raise UserInputError(f"--mode={values['mode']!r}; expected one of {', '.join(MODES)}")
@@ -91,6 +120,7 @@ def _check_flags(fv, values: dict) -> None:
     if not 0 < values["label_data_sample_prob"] <= 1:
         raise UserInputError(
             f"--label_data_sample_prob={values['label_data_sample_prob']} must be in (0, 1]")
+    _check_ranges(values)
     if values["train_steps"] < 1 or values["train_ratio"] <= 0:
         raise UserInputError("--train_steps and --train_ratio must be positive")
     if not values["model_dir"] and values["mode"] != "predict":
@@ -231,7 +261,9 @@ def _with_checkpoint_model(fv, values: dict, cfg: RunConfig) -> RunConfig:
     model_dir = values["model_dir"]
     if values["mode"] not in ("eval", "train", "train_and_eval") or not model_dir:
         return cfg
-    if tf.io.gfile.isdir(model_dir) and tf.train.latest_checkpoint(model_dir) is None:
+    from noisy_student_tf.train import checkpoints
+
+    if not tf.io.gfile.isdir(model_dir) or not checkpoints.has_checkpoint_files(model_dir):
         return cfg
     if values["mode"] == "eval":
         model, mean, std = checkpoint_model(fv, cfg, model_dir, "model_dir")

@@ -52,3 +52,8 @@ def define_filter_flags(flag_values=None) -> None:
     d.DEFINE_integer("seed", 12345, "Seeds the random rounding, output shuffle and samples "
                      "(per shard and task), so reruns write identical files.")
     d.DEFINE_bool("save_samples", True, "Save a few kept images per class under samples/.")
+    d.DEFINE_bool("redo_changed", False,
+                  "When the output or prelim stats directories hold outputs made with other "
+                  "settings (thresholds, formats, seed, other predictions; "
+                  "output_dir/filter_settings.json), remove them and filter again. Off: such a "
+                  "rerun stops with one line.")

@@ -170,6 +170,10 @@ def define_main_flags(flag_values=None) -> None:
                   "Soft labels written by --mode=predict --reassign_label: full (upstream), "
                   "fp16 or topk (see tools/filter_unlabel.py).")
     d.DEFINE_integer("top_k", 10, "Classes kept with --probabilities_format=topk.")
+    d.DEFINE_bool("redo_changed", False,
+                  "--mode=predict: when --output_dir holds outputs made with other settings "
+                  "(another teacher, format or shard layout; output_dir/predict_settings.json), "
+                  "remove them and predict again. Off: such a rerun stops with one line.")
     # ---- export (names as in tensorflow/tpu's EfficientNet main.py)
     d.DEFINE_string("export_dir", None,
                     "--mode=export: where the SavedModel goes (must not hold one already).")

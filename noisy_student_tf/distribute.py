@@ -20,6 +20,22 @@ def _tf_config_workers() -> int:
     return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
 
 
+def is_chief() -> bool:
+    """Whether this process is the one that writes (checkpoints, summaries, locks): the `chief`
+    task, or worker 0 of a cluster without one; True outside a TF_CONFIG cluster."""
+    try:
+        tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    except json.JSONDecodeError as e:
+        raise UserInputError(f"TF_CONFIG is not valid JSON: {e}") from None
+    task = tf_config.get("task") or {}
+    if not task:
+        return True
+    if task.get("type") == "chief":
+        return True
+    has_chief = bool(tf_config.get("cluster", {}).get("chief"))
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0 and not has_chief
+
+
 def resolve_strategy_name(name: str, tpu: Optional[str] = None) -> str:
     """`auto`: TPU when one is named, multi-worker when TF_CONFIG names workers, mirrored for more
     than one GPU, else the default strategy."""

@@ -8,11 +8,12 @@ never in the student's checkpoint, EMA or weight decay (upstream put it in all t
 import tensorflow as tf
 from absl import logging
 
+from noisy_student_tf import io_utils
 from noisy_student_tf.config import ModelConfig
 from noisy_student_tf.errors import UserInputError
 from noisy_student_tf.interop import keras_applications, saved_model, upstream_checkpoint
 from noisy_student_tf.models import efficientnet
-from noisy_student_tf.train import ema as ema_lib
+from noisy_student_tf.train import checkpoints, ema as ema_lib
 
 
 def resolve_checkpoint(path: str, flag: str = "teacher_model_path") -> str:
@@ -20,7 +21,7 @@ def resolve_checkpoint(path: str, flag: str = "teacher_model_path") -> str:
     if not path:
         raise UserInputError(f"--{flag} is empty")
     if tf.io.gfile.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
+        latest = checkpoints.latest(path)
         if latest is None:
             raise UserInputError(f"--{flag}={path!r} has no checkpoint")
         return latest
@@ -55,7 +56,11 @@ def load_teacher(cfg: ModelConfig, path: str, flag: str = "teacher_model_path",
                      path)
         return model
     ckpt_path = resolve_checkpoint(path, flag)
-    names = {name for name, _ in tf.train.list_variables(ckpt_path)}
+    try:
+        names = {name for name, _ in tf.train.list_variables(io_utils.tf_safe_prefix(ckpt_path))}
+    except checkpoints.RESTORE_ERRORS as e:
+        raise UserInputError(f"--{flag}={path!r}: checkpoint {ckpt_path} is damaged "
+                             f"({checkpoints.first_line(e)})") from None
     if "_CHECKPOINTABLE_OBJECT_GRAPH" not in names:  # a TF1 name-based checkpoint: upstream's
         report = upstream_checkpoint.read_upstream_checkpoint(
             model, cfg.model_name, ckpt_path, use_ema=use_ema)
@@ -68,13 +73,16 @@ def load_teacher(cfg: ModelConfig, path: str, flag: str = "teacher_model_path",
     has_ema = use_ema and any(name.startswith("ema/") for name in names)
     items = {"model": model, "ema": shadows} if has_ema else {"model": model}
     try:
-        status = tf.train.Checkpoint(**items).restore(ckpt_path)
+        status = tf.train.Checkpoint(**items).restore(io_utils.tf_safe_prefix(ckpt_path))
         status.assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as e:
         first = str(e).strip().splitlines()[0][:300]
         raise UserInputError(
             f"--{flag}={path!r} does not hold a {cfg.model_name} with this configuration "
             f"(width/depth/classes): {first}") from None
+    except checkpoints.RESTORE_ERRORS as e:  # damaged files (the checks above cover the rest)
+        raise UserInputError(f"--{flag}={path!r}: checkpoint {ckpt_path} is damaged "
+                             f"({checkpoints.first_line(e)})") from None
     status.expect_partial()
     if has_ema:
         shadows.copy_to(variables)

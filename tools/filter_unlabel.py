@@ -47,7 +47,7 @@ def config_from_flags(fv):
         file_prefix=fv.file_prefix, use_top=bool(fv.use_top), use_all=fv.use_all,
         probabilities_format=fv.probabilities_format, top_k=fv.top_k,
         copies_format=fv.copies_format, seed=fv.seed, save_samples=fv.save_samples,
-        kill_after_records=int(kill) if kill else None)
+        redo_changed=fv.redo_changed, kill_after_records=int(kill) if kill else None)
 
 
 def main(argv):

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import tensorflow as tf
 from absl import logging
 
-from noisy_student_tf.data import preprocess, records
+from noisy_student_tf.data import framing, preprocess, records
 
 KINDS = ("labeled", "unlabeled", "image")
 
@@ -99,7 +99,7 @@ def _reason(error: Exception, num_classes: int) -> str:
 def _explain(path: str, indices: Sequence[int], kind: str, num_classes: int) -> Dict[int, str]:
     """Reasons for the given (bad) record indices of one file, found eagerly."""
     check, wanted, out = _checker(kind, num_classes), set(indices), {}
-    for i, serialized in enumerate(tf.data.TFRecordDataset(path)):
+    for i, serialized in enumerate(tf.data.TFRecordDataset(path).take(max(wanted) + 1)):
         if i in wanted:
             try:
                 check(serialized)
@@ -113,19 +113,25 @@ def _explain(path: str, indices: Sequence[int], kind: str, num_classes: int) -> 
 
 def readable_records(path: str) -> Tuple[int, Optional[BadRecord]]:
     """(records readable from the start of `path`, the read error that stopped it or None):
-    a CRC mismatch or a truncated record ends what TFRecord can read of a file."""
-    sizes = tf.data.TFRecordDataset(path).map(tf.strings.length).batch(4096)
+    a CRC mismatch or a truncated record ends what TFRecord can read of a file. The frame
+    headers are checked first (data/framing.py), so TensorFlow never reads past a bad one."""
+    frames = framing.walk(path)
+    framed = tf.data.TFRecordDataset(path).take(frames.records)
+    sizes = framed.map(tf.strings.length).batch(4096)
     total = 0
     it = iter(sizes)
     while True:
         try:
             total += int(next(it).shape[0])
         except StopIteration:
-            return total, None
+            if frames.ok:
+                return total, None
+            return total, BadRecord(path, frames.bad_index, frames.reason,
+                                    unreadable_rest=True)
         except tf.errors.OpError:  # DataLossError / OutOfRange inside the reader
             break
     # The batch holding the error was lost: count that part record by record.
-    ds = tf.data.TFRecordDataset(path).skip(total)
+    ds = framed.skip(total)
     it = iter(ds)
     while True:
         try:
@@ -145,8 +151,8 @@ def scan_file(path: str, kind: str, num_classes: int, max_reasons: int = 20) -> 
     def checked(i, serialized):
         return i, check(serialized)  # the shape output keeps the decode alive
 
-    ds = tf.data.TFRecordDataset(path).enumerate()
     total, read_error = readable_records(path)
+    ds = tf.data.TFRecordDataset(path).enumerate()
     good = set()
     # Records that fail the checks are dropped by ignore_errors.
     for i, _ in ds.take(total).map(checked, num_parallel_calls=tf.data.AUTOTUNE,
@@ -228,6 +234,8 @@ def check_offline_targets(files: Sequence[str], soft: bool, temp: float) -> None
               "(--teacher_model_name and --teacher_model_path)")
     for path in files:
         try:
+            if framing.walk(path).records == 0:
+                continue  # empty, or a bad first frame: the pipeline names it
             first = next(iter(tf.data.TFRecordDataset(path).take(1)), None)
         except (tf.errors.OpError, StopIteration):
             continue  # unreadable files are reported by the pipeline with file and record

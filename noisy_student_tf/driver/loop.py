@@ -25,7 +25,7 @@ from typing import List, Optional, Tuple
 
 from absl import logging
 
-from noisy_student_tf import io_utils, run_info
+from noisy_student_tf import io_utils, locks, run_info
 from noisy_student_tf.driver import stages as stages_lib
 from noisy_student_tf.errors import UserInputError
 from noisy_student_tf.models import params as params_lib
@@ -386,6 +386,8 @@ class LoopPlan:
 
     # ---------------------------------------------------------------- running
     def run(self, runner: stages_lib.StageRunner) -> dict:
+        # One driver per output directory (each stage's main.py also locks its own model_dir).
+        locks.lock_dir(self.out, f"--output_dir={self.out!r}")
         moved = stages_lib.check_stages(self.stages, self.out, self.cfg.retrain_changed)
         for name in moved:
             logging.warning("stage %s had other settings: moved to %s.replaced, retraining",

@@ -23,7 +23,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from noisy_student_tf import io_utils
 from noisy_student_tf.errors import UserInputError
+from noisy_student_tf.train import checkpoints
 
 EMA_SUFFIX = "/ExponentialMovingAverage"
 SLOT_SUFFIXES = ("/RMSProp", "/RMSProp_1", "/Momentum")  # optimizer state: never converted
@@ -89,11 +91,12 @@ class ConversionReport:
 def resolve_input(path: str, flag: str = "input_checkpoint") -> str:
     """A TF1 checkpoint prefix, or a directory whose latest checkpoint is used."""
     if tf.io.gfile.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
+        latest = checkpoints.latest(path)
         if latest is not None:
             return latest
         # Downloads sometimes lack the `checkpoint` state file: take the only *.index.
-        indexes = sorted(tf.io.gfile.glob(os.path.join(path, "*.index")))
+        indexes = sorted(os.path.join(path, n) for n in tf.io.gfile.listdir(path)
+                         if n.endswith(".index"))
         if len(indexes) != 1:
             raise UserInputError(f"--{flag}={path!r}: {len(indexes)} checkpoints (*.index) "
                                  "and no `checkpoint` file in this directory; pass a prefix")
@@ -136,7 +139,7 @@ def read_upstream_checkpoint(model, model_name: str, path: str, use_ema: bool = 
     Raises UserInputError on a missing variable, an unmapped one, or a shape mismatch.
     """
     source = resolve_input(path)
-    reader = tf.train.load_checkpoint(source)
+    reader = tf.train.load_checkpoint(io_utils.tf_safe_prefix(source))
     shapes = reader.get_variable_to_shape_map()
     prefix = _choose_scope(shapes, model_name, scope, source)
     wanted = {prefix + name: v for v, name in upstream_variable_names(model, model_name)}

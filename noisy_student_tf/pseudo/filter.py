@@ -25,10 +25,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from noisy_student_tf import io_utils
+from noisy_student_tf import io_utils, locks
 from noisy_student_tf.data import records
 from noisy_student_tf.errors import UserInputError
-from noisy_student_tf.pseudo import selection, shards
+from noisy_student_tf.pseudo import provenance, selection, shards
 
 COPIES_FORMATS = ("records", "feature")
 
@@ -62,6 +62,7 @@ class FilterConfig:
     shuffle_buffer: int = 10000  # upstream shuffles and writes every 10000 records
     save_samples: bool = True
     batch_size: int = 4096
+    redo_changed: bool = False  # outputs made with other settings: remove and redo
     kill_after_records: Optional[int] = None  # tests: SIGKILL itself after writing this many
 
     def validate(self) -> None:
@@ -73,6 +74,9 @@ class FilterConfig:
             selection.check_min_threshold(self.min_threshold)
         except ValueError as e:
             raise UserInputError(f"--{e}") from None
+        if not self.max_prob > self.min_threshold:
+            raise UserInputError(f"--max_prob={self.max_prob} must be above --min_threshold="
+                                 f"{self.min_threshold} (nothing would be kept)")
         if self.num_image < 1:
             raise UserInputError(f"--num_image={self.num_image} must be at least 1")
         if self.num_label_classes < 2:
@@ -138,7 +142,8 @@ def label_replicas(cfg: FilterConfig) -> int:
     """How many prediction workers wrote this shard (upstream infers it from the files)."""
     pattern = os.path.join(cfg.prediction_dir, shards.prediction_name(
         cfg.shard_id, cfg.num_shards, 0)[:-5] + "*")
-    found = [f for f in tf.io.gfile.glob(pattern) if ".tmp" not in os.path.basename(f)]
+    found = [f for f in io_utils.match_files(cfg.prediction_dir, os.path.basename(pattern))
+             if ".tmp" not in os.path.basename(f)]
     if not found:
         raise UserInputError(f"{pattern}: no prediction file for shard {cfg.shard_id} "
                              "(run main.py --mode=predict first)")
@@ -241,6 +246,7 @@ def merge_thresholds(cfg: FilterConfig) -> Optional[dict]:
             if not cfg.use_all:
                 logging.info("class %d: %d images >= threshold %.2f (%s)", c, n, t,
                              "upsampling" if n < cfg.num_image else "down-sampling")
+        _warn_growth(cfg, totals)
         across = int(np.minimum(totals, cfg.num_image).sum())
         io_utils.write_json_atomic(os.path.join(cfg.output_dir, "num_image_across_cat.json"),
                                    {"num_image_acorss_cat": across})  # upstream's spelling
@@ -248,6 +254,25 @@ def merge_thresholds(cfg: FilterConfig) -> Optional[dict]:
     logging.info("Thresholds chosen from %d prelim stats files: %s", len(prelim),
                  cfg.threshold_path)
     return chosen
+
+
+# Upsampling more than this many copies per kept image on average is almost always a --num_image
+# meant for a larger data set (upstream's 1300 per class with a few hundred images per class).
+GROWTH_WARNING = 10.0
+
+
+def _warn_growth(cfg: FilterConfig, totals: np.ndarray) -> None:
+    """One warning when balancing would repeat the kept images many times over."""
+    if cfg.use_all or not cfg.upsample:
+        return
+    kept = int(totals.sum())
+    wanted = int(np.where(totals > 0, cfg.num_image, 0).sum())
+    if kept and wanted / kept > GROWTH_WARNING:
+        logging.warning(
+            "--num_image=%d asks for %d records per class from %d confident images in all: "
+            "the output will hold each kept image %.0f times on average (%d records); lower "
+            "--num_image or pass --upsample=0", cfg.num_image, cfg.num_image, kept,
+            wanted / kept, wanted)
 
 
 def _thresholds_arrays(cfg: FilterConfig, chosen: dict):
@@ -335,7 +360,8 @@ def select_and_write(cfg: FilterConfig, workers: list, num_label_replicas: int,
     if cfg.save_samples:
         for c in range(cfg.num_label_classes):
             tf.io.gfile.makedirs(os.path.join(cfg.output_dir, "samples", str(c)))
-    for stale in tf.io.gfile.glob(f"{cfg.data_path}.tmp-*"):  # left by a killed run
+    for stale in io_utils.match_files(os.path.dirname(cfg.data_path),
+                                      os.path.basename(cfg.data_path) + ".tmp-*"):  # killed
         tf.io.gfile.remove(stale)
     tmp = f"{cfg.data_path}.tmp-{os.getpid()}"
     out = _ShuffledWriter(cfg, tmp, rng)
@@ -388,10 +414,52 @@ def select_and_write(cfg: FilterConfig, workers: list, num_label_replicas: int,
     return {str(c): int(n) for c, n in enumerate(counts) if n > 0}
 
 
+_NOT_SETTINGS = ("input_dir", "prediction_dir", "info_dir", "prelim_stats_dir", "output_dir",
+                 "shard_id", "task", "only_get_stats", "batch_size", "redo_changed",
+                 "kill_after_records")
+
+
+def settings(cfg: FilterConfig) -> dict:
+    """What decides the filter's outputs (pseudo/provenance.py): the selection, format and
+    seed settings, the shard layout, and the predictions by their own settings record."""
+    out = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_SETTINGS}
+    out["predictions"] = (io_utils.read_json(os.path.join(cfg.prediction_dir,
+                                                          "predict_settings.json"))
+                          if cfg.prediction_dir else None)
+    out["input"] = os.path.basename(os.path.normpath(cfg.input_dir)) if cfg.input_dir else None
+    return out
+
+
+def _outputs(cfg: FilterConfig) -> list:
+    """Existing outputs of the filter in its directories (every shard's)."""
+    found = []
+    for directory, keep in (
+            (cfg.prelim_stats_dir, lambda n: n.startswith(("prelim_stats_", "total_counts"))),
+            (cfg.output_dir, lambda n: n in ("threshold.json", "num_image_across_cat.json",
+                                             "stats", "data", "samples"))):
+        if directory and tf.io.gfile.isdir(directory):
+            found += [os.path.join(directory, n.rstrip("/"))
+                      for n in tf.io.gfile.listdir(directory) if keep(n.rstrip("/"))]
+    return found
+
+
 def run(cfg: FilterConfig) -> str:
     """One filter job (shard_id, task), pass 1 or 2. Returns what it did: 'done', 'stats',
     'waiting' (pass 1 done, thresholds not mergeable yet) or 'written'."""
     cfg.validate()
+    provenance.claim(cfg.output_dir, "filter", settings(cfg), lambda: _outputs(cfg),
+                     cfg.redo_changed, lambda: provenance.remove_paths(_outputs(cfg)))
+    # One writer per shard and task: a second job on it stops at once.
+    lock = locks.lock_dir(cfg.output_dir, f"filter shard {cfg.shard_id} task {cfg.task} in "
+                          f"{cfg.output_dir}", name=f".shard-{cfg.shard_id:05d}-{cfg.task}.lock")
+    try:
+        return _run_locked(cfg)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_locked(cfg: FilterConfig) -> str:
     stats_path = cfg.stats_path(cfg.shard_id, cfg.task)
     if tf.io.gfile.exists(stats_path):
         logging.info("shard %d task %d already filtered (%s); nothing to do", cfg.shard_id,

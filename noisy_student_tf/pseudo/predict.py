@@ -15,6 +15,7 @@ the shard is done and is skipped.
 """
 
 import dataclasses
+import json
 import os
 import queue
 import threading
@@ -24,10 +25,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from noisy_student_tf import io_utils
-from noisy_student_tf.data import preprocess, records, validate
+from noisy_student_tf import io_utils, locks
+from noisy_student_tf.data import framing, preprocess, records, validate
 from noisy_student_tf.errors import UserInputError
-from noisy_student_tf.pseudo import shards
+from noisy_student_tf.pseudo import provenance, shards
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +51,10 @@ class PredictConfig:
     probabilities_format: str = "full"  # of reassign outputs
     top_k: int = 10
     seed: int = 0
+    # provenance.model_fingerprint of the checkpoint that predicts (JSON), recorded with the
+    # outputs; and whether outputs made with other settings are removed and redone.
+    model_fingerprint: str = ""
+    redo_changed: bool = False
 
     def validate(self) -> None:
         if not self.label_data_dir:
@@ -174,7 +179,7 @@ class Predictor:
             image = preprocess.decode(ex[records.IMAGE_KEY])
             return preprocess.preprocess_for_eval(image, cfg.image_size, cfg.small_image)
 
-        ds = tf.data.TFRecordDataset(path, buffer_size=8 << 20)
+        ds = framing.dataset(path, buffer_size=8 << 20)
         if num_replicas > 1:
             ds = ds.shard(num_replicas, replica)
         ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -285,9 +290,51 @@ def reassign_shard(predictor: Predictor, cfg: PredictConfig, shard: int) -> str:
     return out
 
 
+_NOT_SETTINGS = ("label_data_dir", "output_dir", "info_dir", "shard_ids", "worker_id",
+                 "batch_size", "model_fingerprint", "redo_changed")
+
+
+def settings(cfg: PredictConfig) -> dict:
+    """What decides the outputs of a prediction directory (pseudo/provenance.py): the model
+    (by content), its preprocessing, the formats and the shard layout; the input directory by
+    name, so a moved tree is the same run."""
+    out = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_SETTINGS}
+    out["model"] = json.loads(cfg.model_fingerprint) if cfg.model_fingerprint else None
+    out["input"] = os.path.basename(os.path.normpath(cfg.label_data_dir))
+    return out
+
+
+def _outputs(cfg: PredictConfig) -> list:
+    """Existing outputs of this kind in cfg's directories (any shard, any worker)."""
+    def listed(directory, keep):
+        if not directory or not tf.io.gfile.isdir(directory):
+            return []
+        return [os.path.join(directory, n) for n in tf.io.gfile.listdir(directory)
+                if keep(n) and ".tmp" not in n]
+    if cfg.reassign_label:
+        prefix = f"{cfg.file_prefix}-"
+        return listed(cfg.output_dir, lambda n: n.startswith(prefix) and "-of-" in n) + \
+            listed(cfg.output_dir, lambda n: n == "samples")
+    return listed(cfg.output_dir, lambda n: n.startswith("train-info-")) + \
+        listed(cfg.info_dir, lambda n: n.startswith("info-") and n.endswith(".txt"))
+
+
 def run_prediction(model, cfg: PredictConfig, strategy=None) -> list:
     """Predicts (or reassigns) every shard of cfg.shard_ids in turn; returns the outputs."""
     cfg.validate()
+    provenance.claim(cfg.output_dir, "reassign" if cfg.reassign_label else "predict",
+                     settings(cfg), lambda: _outputs(cfg), cfg.redo_changed,
+                     lambda: provenance.remove_paths(_outputs(cfg)))
     predictor = Predictor(model, cfg, strategy)
     fn = reassign_shard if cfg.reassign_label else predict_shard
-    return [fn(predictor, cfg, shard) for shard in cfg.shard_ids]
+    done = []
+    for shard in cfg.shard_ids:
+        out = cfg.output_path(shard)
+        tf.io.gfile.makedirs(cfg.output_dir)
+        lock = locks.lock_file(out, f"prediction output {out}")  # one writer per shard
+        try:
+            done.append(fn(predictor, cfg, shard))
+        finally:
+            if lock is not None:
+                lock.release()
+    return done

@@ -20,7 +20,7 @@ from noisy_student_tf import teacher as teacher_lib
 from noisy_student_tf.config import RunConfig
 from noisy_student_tf.errors import Preempted, UserInputError
 from noisy_student_tf.models import efficientnet
-from noisy_student_tf.train import ema as ema_lib
+from noisy_student_tf.train import checkpoints, ema as ema_lib
 from noisy_student_tf.train import losses, optimizer as opt_lib, schedule as schedule_lib
 
 EVAL_RESULTS = "eval_results.json"
@@ -89,12 +89,8 @@ class Trainer:
         if self.ema is not None:
             items["ema"] = self.ema
         self.checkpoint = tf.train.Checkpoint(**items)
-        self.manager = None
-        if t.model_dir:
-            self.manager = tf.train.CheckpointManager(
-                self.checkpoint, t.model_dir, max_to_keep=t.keep_checkpoint_max,
-                checkpoint_name="model.ckpt", step_counter=self.optimizer.iterations,
-            )
+        self._manager = None  # made on first use, after restore() has checked the state file
+        self._resumed = False
         self._train_writer = None
         self._eval_writer = None
         self._eval_step = None
@@ -106,17 +102,48 @@ class Trainer:
     def global_step(self) -> int:
         return int(self.optimizer.iterations.numpy())
 
-    def restore(self, path: Optional[str] = None, require: bool = False) -> Optional[str]:
-        """Restores `path` or the latest checkpoint in model_dir; returns what was restored."""
-        path = path or (self.manager.latest_checkpoint if self.manager else None)
+    @property
+    def manager(self) -> Optional[tf.train.CheckpointManager]:
+        t = self.cfg.train
+        if self._manager is None and t.model_dir:
+            try:
+                self._manager = tf.train.CheckpointManager(
+                    self.checkpoint, io_utils.tf_safe_dir(t.model_dir), max_to_keep=t.keep_checkpoint_max,
+                    checkpoint_name=checkpoints.CHECKPOINT_NAME,
+                    step_counter=self.optimizer.iterations)
+            except ValueError as e:  # an empty or unparseable state file
+                raise UserInputError(f"--model_dir={t.model_dir!r}: {e}") from None
+        return self._manager
+
+    def restore(self, path: Optional[str] = None, require: bool = False,
+                writer: bool = False) -> Optional[str]:
+        """Restores `path`, or the newest checkpoint of model_dir that restores (damaged ones
+        and a missing or damaged state file are handled by train/checkpoints.py; `writer`, the
+        training run, repairs the state file). Returns what was restored."""
+        model_dir = self.cfg.train.model_dir
+        if path is not None:
+            self.checkpoint.restore(io_utils.tf_safe_prefix(path)).expect_partial()
+        elif model_dir:
+            path = checkpoints.restore_newest(self.checkpoint, model_dir, writer)
+            if writer:  # the state file may have been rewritten: re-read it
+                self._manager = None
         if path is None:
             if require:
                 raise UserInputError(
-                    f"--model_dir={self.cfg.train.model_dir!r} has no checkpoint to evaluate")
+                    f"--model_dir={model_dir!r} has no checkpoint to evaluate")
             return None
-        self.checkpoint.restore(path).expect_partial()
         logging.info("Restored %s (global step %d)", path, self.global_step)
         return path
+
+    def resume(self) -> None:
+        """Once per run, before training: the newest checkpoint of model_dir (repairing its
+        state file, passing damaged checkpoints), else --init_model_path's weights, else the
+        fresh initialisation."""
+        if self._resumed:
+            return
+        if self.restore(writer=True) is None and self.cfg.train.init_model_path:
+            self.initialize_from(self.cfg.train.init_model_path)
+        self._resumed = True
 
     def initialize_from(self, path: str) -> None:
         """Upstream's --init_model: the student's weights and BN statistics (and its EMA
@@ -300,8 +327,7 @@ class Trainer:
                 to SIGTERM).
         """
         t = self.cfg.train
-        if self.restore() is None and t.init_model_path:
-            self.initialize_from(t.init_model_path)
+        self.resume()
         start = self.global_step
         last = t.last_step
         if start >= last:
