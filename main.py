@@ -74,7 +74,7 @@ def run() -> None:
     import tensorflow as tf
 
     from noisy_student_tf import distribute, io_utils, locks
-    from noisy_student_tf.data import pipeline
+    from noisy_student_tf.data import framing, pipeline
     from noisy_student_tf.errors import UserInputError
     from noisy_student_tf.train import checkpoints
     from noisy_student_tf.train.loop import Trainer
@@ -130,6 +130,9 @@ def run() -> None:
         io_utils.write_json_atomic(
             os.path.join(t.model_dir, "run_config.json"), dataclasses.asdict(cfg))
         files = pipeline.train_files(d.label_data_dir, d.num_train_shards)
+        if not d.skip_corrupt_records and framing.require(files) == 0:
+            raise UserInputError(f"--label_data_dir={d.label_data_dir!r}: its {len(files)} "
+                                 f"training file(s) hold no records (first: {files[0]})")
         per_replica_batch = t.train_batch_size // strategy.num_replicas_in_sync
         if per_replica_batch * strategy.num_replicas_in_sync != t.train_batch_size:
             raise UserInputError(
@@ -141,6 +144,10 @@ def run() -> None:
         unl_files, per_replica_unl = None, 0
         if st.enabled:
             unl_files = pipeline.unlabeled_files(st.unlabel_data_dir)
+            if not d.skip_corrupt_records and framing.require(unl_files) == 0:
+                raise UserInputError(
+                    f"--unlabel_data_dir={st.unlabel_data_dir!r}: its {len(unl_files)} "
+                    f"file(s) hold no records (first: {unl_files[0]})")
             _inputs.insert(1, ("unlabeled", unl_files, m.num_classes))
             global_unl = st.unlabeled_batch_size(t.train_batch_size, t.label_data_sample_prob)
             per_replica_unl = global_unl // strategy.num_replicas_in_sync
@@ -288,7 +295,7 @@ def main(argv) -> None:
         _fail(f"unexpected arguments: {' '.join(argv[1:])}")
     import tensorflow as tf
 
-    from noisy_student_tf.errors import Preempted, UserInputError
+    from noisy_student_tf.errors import Preempted, UserInputError, disk_full
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -311,6 +318,11 @@ def main(argv) -> None:
             code=1)
     except FloatingPointError as e:
         _fail(str(e), code=1)
+    except (OSError, tf.errors.OpError) as e:
+        full = disk_full(e)
+        if full is None:
+            raise
+        _fail(full, code=1)
     except Preempted as e:
         print(f"main.py: preempted (SIGTERM): {e}; rerun the same command to resume",
               file=sys.stderr)

@@ -11,3 +11,19 @@ class Preempted(Exception):
     def __init__(self, step: int, checkpoint: str):
         super().__init__(f"stopped at step {step}; checkpoint {checkpoint} saved")
         self.step, self.checkpoint = step, checkpoint
+
+
+def disk_full(error: BaseException):
+    """One line for an error that comes from a full disk (OSError ENOSPC, or TensorFlow's
+    ResourceExhausted / Unknown error saying "No space left on device"), else None."""
+    import errno
+    import re
+
+    text = str(getattr(error, "message", error))
+    if getattr(error, "errno", None) != errno.ENOSPC and "No space left on device" not in text:
+        return None
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text).strip().splitlines()[0]
+    where = getattr(error, "filename", None)
+    return (f"no space left on the device{f' writing {where}' if where else ''} ({text[:200]}); "
+            "free some space and rerun the same command (training resumes from its last "
+            "complete checkpoint; partial files are removed then)")

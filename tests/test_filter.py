@@ -388,3 +388,28 @@ def test_pass_two_jobs_running_at_once_merge_once_and_agree(tmp_path):
                            os.path.join(par.output_dir, "data", name), shallow=False)
     assert json.load(open(os.path.join(par.output_dir, "stats", "final_stats.json"))) == \
         json.load(open(os.path.join(seq.output_dir, "stats", "final_stats.json")))
+
+
+def test_rerun_with_other_settings_stops_or_redoes(tmp_path):
+    """A filter directory remembers the settings that made it: a rerun with another threshold
+    stops with one line naming the change (files unchanged); --redo_changed redoes it."""
+    root = str(tmp_path)
+    make_inputs(root)
+    a = config(root, "a")
+    run_all(a)
+    data = os.path.join(a.output_dir, "data", "train-0-00001-of-00003")
+    before = open(data, "rb").read()
+    changed = dataclasses.replace(a, min_threshold=0.5)
+    with pytest.raises(UserInputError, match=r"other settings \(min_threshold: 0.3 -> 0.5\); "
+                                             r"pass --redo_changed"):
+        filter_lib.run(dataclasses.replace(changed, shard_id=1))
+    assert open(data, "rb").read() == before
+    run_all(dataclasses.replace(changed, redo_changed=True))
+    threshold = json.load(open(os.path.join(a.output_dir, "threshold.json")))
+    assert min(t for t, _ in threshold.values()) >= 0.5
+    assert open(data, "rb").read() != before
+    # New predictions (another teacher) make the outputs stale as well.
+    record = os.path.join(root, "pred", "predict_settings.json")
+    json.dump({"model": {"index_sha256": "another"}}, open(record, "w"))
+    with pytest.raises(UserInputError, match="predictions"):
+        filter_lib.run(dataclasses.replace(changed, shard_id=0))

@@ -1,6 +1,7 @@
 """The prediction tool (main.py --mode=predict): upstream's files, EMA weights, worker splits,
 reassign mode, reruns, bad input; and its output through filter into offline training."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -188,3 +189,29 @@ def test_fast_prediction_encoding_is_byte_identical_to_protobuf(num_classes):
     assert fast == [records.prediction_example(p, c) for p, c in zip(probs, classes)]
     parsed = tf.train.Example.FromString(fast[1]).features.feature
     assert parsed["classes"].int64_list.value == [num_classes - 1]
+
+
+def test_rerun_with_another_teacher_stops_or_redoes(tmp_path):
+    """Prediction outputs remember the checkpoint (by content) and settings that made them."""
+    root = str(tmp_path)
+    pseudo_data.write_raw_shards(os.path.join(root, "unl"), 2, [3, 3],
+                                 encode=pseudo_data.png_bytes)
+    model = tiny_model()
+    first = pcfg(root, model_fingerprint='{"index_sha256": "aaa"}')
+    outs = predict_lib.run_prediction(model, first)
+    before = [open(p, "rb").read() for p in outs]
+    other = dataclasses.replace(first, model_fingerprint='{"index_sha256": "bbb"}')
+    with pytest.raises(UserInputError, match=r"4 predict output\(s\) made with other settings "
+                                             r"\(model: .*aaa.* -> .*bbb.*\); pass --redo_changed"):
+        predict_lib.run_prediction(model, other)
+    assert [open(p, "rb").read() for p in outs] == before
+    with pytest.raises(UserInputError, match="mean_rgb"):
+        predict_lib.run_prediction(model, dataclasses.replace(first, mean_rgb=(0.0, 0.0, 0.0)))
+    # a setting that does not change predictions is not a change
+    predict_lib.run_prediction(model, dataclasses.replace(first, probabilities_format="fp16"))
+    assert predict_lib.run_prediction(model, first) == outs  # same settings: skipped
+    redo = dataclasses.replace(other, redo_changed=True, shard_ids=(0,))
+    predict_lib.run_prediction(model, redo)
+    assert os.path.exists(outs[0]) and not os.path.exists(outs[1])  # shard 1 is to be redone
+    assert json.load(open(os.path.join(root, "pred", "predict_settings.json")))["model"] == {
+        "index_sha256": "bbb"}

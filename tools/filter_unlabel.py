@@ -23,7 +23,7 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from flags.filter_flags import FILTER_NO_EFFECT_FLAGS, define_filter_flags  # noqa: E402
-from noisy_student_tf.errors import UserInputError  # noqa: E402
+from noisy_student_tf.errors import UserInputError, disk_full  # noqa: E402
 
 define_filter_flags()
 FLAGS = flags.FLAGS
@@ -62,6 +62,12 @@ def main(argv):
     except UserInputError as e:
         print(f"filter_unlabel.py: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Exception as e:  # noqa: BLE001 (only a full disk is turned into one line)
+        full = disk_full(e)
+        if full is None:
+            raise
+        print(f"filter_unlabel.py: error: {full}", file=sys.stderr)
+        sys.exit(1)
     logging.info("filter_unlabel: %s", result)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -8,10 +8,11 @@ files record by record, with the same parsing the pipeline uses, and names the c
 - `scan(files, kind, num_classes)`: every bad record of `files`, for `--skip_corrupt_records`,
   which then leaves exactly those records out (pipeline.SkipList).
 
-Checks, per kind: readable (TFRecord CRC / truncation; everything after such a point in the file
-is unreadable), a parseable tf.train.Example, non-empty `image/encoded` that decodes as JPEG, PNG,
-GIF or BMP; `labeled`: `image/class/label` present and in [1, num_classes] (1-based on disk);
-`unlabeled`: soft labels, when present, of length num_classes in whichever format.
+Checks, per kind: framing (data/framing.py) and readable (TFRecord CRC / truncation; everything
+after such a point in the file is unreadable), a parseable tf.train.Example, non-empty
+`image/encoded` that decodes as JPEG, PNG, GIF or BMP, at least 2x2 pixels (the crops need it);
+`labeled`: `image/class/label` present and in [1, num_classes] (1-based on disk); `unlabeled`:
+soft labels, when present, of length num_classes in whichever format.
 """
 
 import dataclasses
@@ -25,6 +26,7 @@ from absl import logging
 from noisy_student_tf.data import framing, preprocess, records
 
 KINDS = ("labeled", "unlabeled", "image")
+MIN_SIDE = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +68,13 @@ def _checker(kind: str, num_classes: int):
         elif kind == "unlabeled":
             deps.append(tf.reduce_sum(records.dense_probabilities(ex, num_classes)))
         with tf.control_dependencies(deps):
-            return tf.shape(preprocess.decode(encoded))
+            shape = tf.shape(preprocess.decode(encoded))
+        # The crops need a side of 2 pixels (the eval crop is size / (size + 32) of it).
+        with tf.control_dependencies([tf.debugging.Assert(
+                tf.reduce_min(shape[:2]) >= MIN_SIDE,
+                [f"image smaller than the {MIN_SIDE}x{MIN_SIDE} pixels the crop needs: "
+                 "height, width =", shape[0], shape[1]])]):
+            return tf.identity(shape)
 
     return check
 

@@ -299,6 +299,9 @@ def settings(cfg: PredictConfig) -> dict:
     (by content), its preprocessing, the formats and the shard layout; the input directory by
     name, so a moved tree is the same run."""
     out = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_SETTINGS}
+    if not cfg.reassign_label:  # these shape only reassign outputs
+        for key in ("probabilities_format", "top_k", "seed"):
+            out.pop(key)
     out["model"] = json.loads(cfg.model_fingerprint) if cfg.model_fingerprint else None
     out["input"] = os.path.basename(os.path.normpath(cfg.label_data_dir))
     return out
@@ -332,6 +335,8 @@ def run_prediction(model, cfg: PredictConfig, strategy=None) -> list:
         out = cfg.output_path(shard)
         tf.io.gfile.makedirs(cfg.output_dir)
         lock = locks.lock_file(out, f"prediction output {out}")  # one writer per shard
+        for stale in io_utils.match_files(cfg.output_dir, os.path.basename(out) + ".tmp-*"):
+            tf.io.gfile.remove(stale)  # left by a killed run of this shard
         try:
             done.append(fn(predictor, cfg, shard))
         finally:

@@ -247,3 +247,29 @@ def test_numeric_flags_are_range_checked(flag, value, tmp_path):
         f"--data_cache_dir={tmp_path}", f"--{flag}={value}"])
     with pytest.raises(UserInputError, match=rf"--{flag}=\S+ is out of range"):
         run_config_from_flags(fv)
+
+
+# ------------------------------------------------------------------------------ one line each
+def test_image_too_small_for_the_crop_is_named(tmp_path):
+    path = str(tmp_path / "train-00000-of-00001")
+    with tf.io.TFRecordWriter(path) as w:
+        for side in (8, 1, 8):
+            image = tf.io.encode_png(np.zeros((side, side, 3), np.uint8)).numpy()
+            w.write(records.labeled_example(image, 1))
+    _, bad = validate.scan_file(path, "labeled", 10)
+    assert [(b.index, b.reason[:30]) for b in bad] == [(1, "image smaller than the 2x2 pix")]
+
+
+def test_disk_full_errors_are_one_line():
+    import errno
+
+    from noisy_student_tf.errors import disk_full
+
+    err = OSError(errno.ENOSPC, "No space left on device", "/data/x.json")
+    assert disk_full(err).startswith("no space left on the device writing /data/x.json")
+    tf_err = tf.errors.ResourceExhaustedError(
+        None, None, "{{function_node __wrapped__SaveV2}} /m/model.ckpt-2_temp/part; No space "
+        "left on device [Op:SaveV2]")
+    line = disk_full(tf_err)
+    assert "\n" not in line and "/m/model.ckpt-2_temp/part" in line and "rerun" in line
+    assert disk_full(ValueError("other")) is None
