@@ -322,11 +322,13 @@ def _args(cfg, **kw):
 def test_kill_9_during_output_pass_then_rerun_gives_identical_files(tmp_path):
     root = str(tmp_path)
     make_inputs(root, sizes=[4000, 300, 300])
-    clean, crashed = config(root, "clean"), config(root, "crashed")
+    # the tool's own shuffle buffer (upstream's 10000), so in-process and tool runs agree
+    clean = config(root, "clean", shuffle_buffer=10000)
+    crashed = config(root, "crashed", shuffle_buffer=10000)
     for cfg in (clean, crashed):
         for s in (2, 1, 0):
             filter_lib.run(dataclasses.replace(cfg, shard_id=s, only_get_stats=True))
-    filter_lib.run(dataclasses.replace(clean, shard_id=0, shuffle_buffer=10000))
+    filter_lib.run(dataclasses.replace(clean, shard_id=0))
     proc = _tool(_args(crashed, shard_id=0), env={"NOISY_STUDENT_TEST_KILL_AFTER_RECORDS": "50"})
     assert proc.returncode == -9, proc.stderr[-2000:]
     data_dir = os.path.join(crashed.output_dir, "data")
@@ -413,3 +415,12 @@ def test_rerun_with_other_settings_stops_or_redoes(tmp_path):
     json.dump({"model": {"index_sha256": "another"}}, open(record, "w"))
     with pytest.raises(UserInputError, match="predictions"):
         filter_lib.run(dataclasses.replace(changed, shard_id=0))
+
+
+def test_num_image_far_above_the_data_is_said(tmp_path, caplog):
+    root = str(tmp_path)
+    make_inputs(root)
+    filter_lib.run(config(root, "big", num_image=100000, shard_id=0, only_get_stats=True,
+                          only_use_num_shards=1))
+    assert "--num_image=100000 asks for 100000 records per class" in caplog.text
+    assert "lower --num_image or pass --upsample=0" in caplog.text

@@ -5,8 +5,9 @@ those 8 bytes, the payload, 4-byte masked CRC-32C of the payload. TensorFlow's r
 length whose CRC matches and allocates that many bytes before reading them, so a crafted (or
 bit-rotted, CRC recomputed) length of a terabyte ends the process with a segmentation fault, no
 message and no file name. `walk` follows the frame headers only (12 bytes per record, read in
-1 MiB blocks; larger records are stepped over with a seek) and names the first frame that cannot be right: a header cut
-short, a header whose CRC does not match, or a length larger than what the file still holds.
+1 MiB blocks; larger records are stepped over with a seek) and names the first frame that cannot
+be right: a header cut short, a header whose CRC does not match, or a length larger than what
+the file still holds.
 Payload CRCs are left to TensorFlow, which checks them without crashing.
 
 Results are cached per (path, size, mtime), so the check costs one header pass per file and

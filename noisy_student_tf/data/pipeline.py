@@ -81,6 +81,9 @@ class InputConfig:
 
 
 def _split_dirs(data_dirs: str) -> list:
+    """Upstream's `;`-separated directories; a directory whose own name holds `;` is taken whole."""
+    if ";" in data_dirs and tf.io.gfile.isdir(data_dirs):
+        return [data_dirs]
     return [d for d in data_dirs.split(";") if d]
 
 

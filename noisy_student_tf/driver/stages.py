@@ -231,11 +231,11 @@ class StageRunner:
             if self.stop_signal is not None:  # arrived while the child was starting
                 self.child.send_signal(signal.SIGTERM)
             self.progress.show(f"[{label}] starting {os.path.basename(script)}", force=True)
-            last_step, t_start = None, time.time()
+            last_step = None
             for line in self.child.stdout:
                 log.write(line)
                 log.flush()
-                status = self._status(line, label, stage, t_start)
+                status = self._status(line, label, stage)
                 if status is not None:
                     text, step = status
                     self.progress.show(text, force=last_step is None)
@@ -257,7 +257,7 @@ class StageRunner:
             raise UserInputError(f"stage {stage.name} failed (exit {code}): "
                                  f"{errors[-1] if errors else ''} (log: {log_path})")
 
-    def _status(self, line: str, label: str, stage: Stage, t_start: float):
+    def _status(self, line: str, label: str, stage: Stage):
         m = _TRAIN_PROGRESS.search(line)
         if m:
             step, last, loss, rate, eta = m.groups()

@@ -108,8 +108,8 @@ class Trainer:
         if self._manager is None and t.model_dir:
             try:
                 self._manager = tf.train.CheckpointManager(
-                    self.checkpoint, io_utils.tf_safe_dir(t.model_dir), max_to_keep=t.keep_checkpoint_max,
-                    checkpoint_name=checkpoints.CHECKPOINT_NAME,
+                    self.checkpoint, io_utils.tf_safe_dir(t.model_dir),
+                    max_to_keep=t.keep_checkpoint_max, checkpoint_name=checkpoints.CHECKPOINT_NAME,
                     step_counter=self.optimizer.iterations)
             except ValueError as e:  # an empty or unparseable state file
                 raise UserInputError(f"--model_dir={t.model_dir!r}: {e}") from None

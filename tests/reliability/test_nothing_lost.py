@@ -2,13 +2,13 @@
 that cannot crash a reader, reruns that never keep stale outputs (issue 14). Fast tier: no
 main.py processes here (those are in test_nothing_lost_e2e.py)."""
 
+import contextlib
 import hashlib
 import json
 import os
 import struct
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -99,27 +99,47 @@ def test_fuzzed_records_never_crash_or_hang_a_reader(tmp_path):
 
 
 # ------------------------------------------------------------------------------ locks
-def test_second_writer_is_refused_naming_the_holder(tmp_path):
+@contextlib.contextmanager
+def held_by_another_process(directory, name=".lock"):
+    """A child process holding `directory`'s lock `name`; yields its PID, then kills it."""
     holder = subprocess.Popen(
         [sys.executable, "-c", (
             "import sys, time; sys.path.insert(0, %r); from noisy_student_tf import locks; "
-            "locks.lock_dir(%r, 'x'); print('locked', flush=True); time.sleep(60)")
-         % (os.path.dirname(os.path.dirname(HERE)), str(tmp_path))],
+            "locks.lock_dir(%r, 'x', name=%r); print('locked', flush=True); time.sleep(60)")
+         % (os.path.dirname(os.path.dirname(HERE)), str(directory), name)],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(UserInputError, match=rf"--model_dir='d' is in use by another process "
-                                                 rf"\(PID {holder.pid}: "):
-            locks.lock_dir(str(tmp_path), "--model_dir='d'")
+        yield holder.pid
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_second_writer_is_refused_naming_the_holder(tmp_path):
+    with held_by_another_process(tmp_path) as pid:
+        with pytest.raises(UserInputError, match=rf"--model_dir='d' is in use by another process "
+                                                 rf"\(PID {pid}: "):
+            locks.lock_dir(str(tmp_path), "--model_dir='d'")
     # The holder died without releasing: its lock is stale and is taken over.
     assert os.path.exists(tmp_path / ".lock")
     lock = locks.lock_dir(str(tmp_path), "--model_dir='d'")
     assert open(tmp_path / ".lock").read().startswith(f"{os.getpid()} ")
     lock.release()
     assert not os.path.exists(tmp_path / ".lock")
+
+
+def test_a_filter_shard_runs_once_at_a_time(tmp_path):
+    from tests.test_filter import config, make_inputs
+
+    make_inputs(str(tmp_path))
+    cfg = config(str(tmp_path), "f", shard_id=1, only_get_stats=True)
+    with held_by_another_process(cfg.output_dir, ".shard-00001-0.lock") as pid:
+        with pytest.raises(UserInputError, match=rf"filter shard 1 task 0 .* in use by another "
+                                                 rf"process \(PID {pid}"):
+            from noisy_student_tf.pseudo import filter as filter_lib
+            filter_lib.run(cfg)
+    assert not os.path.exists(cfg.prelim_path(1, 0))
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -273,3 +293,20 @@ def test_disk_full_errors_are_one_line():
     line = disk_full(tf_err)
     assert "\n" not in line and "/m/model.ckpt-2_temp/part" in line and "rerun" in line
     assert disk_full(ValueError("other")) is None
+
+
+def test_data_dirs_with_any_characters_are_read(tmp_path):
+    weird = tmp_path / WEIRD
+    weird.mkdir()
+    _labeled_file(str(weird / "dev-00000-of-00001"), 3)
+    _labeled_file(str(weird / "train-00000-of-00001"), 4)
+    assert pipeline.list_files(str(weird), ("dev*",)) == [str(weird / "dev-00000-of-00001")]
+    assert pipeline.train_files(str(weird)) == [str(weird / "train-00000-of-00001")]
+    cfg = pipeline.InputConfig(image_size=32, num_classes=10, small_image=True)
+    files = pipeline.list_files(str(weird), ("dev*",))
+    assert sum(int(b["label"].shape[0]) for b in pipeline.eval_dataset(files, cfg, 2)) == 3
+    # upstream's `;` list still splits; a directory named with `;` is taken whole
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        _labeled_file(str(tmp_path / name / "train-00000-of-00001"), 2)
+    assert len(pipeline.train_files(f"{tmp_path / 'a'};{tmp_path / 'b'}")) == 2
