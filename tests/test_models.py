@@ -161,3 +161,26 @@ def test_weight_decay_and_ema_variable_sets():
 def test_bad_model_name():
     with pytest.raises(ValueError, match="efficientnet-b9"):
         build_model("efficientnet-b9")
+
+
+def test_initial_weights_are_seeded_and_differ_between_layers():
+    """Each layer draws its own initial kernel (one shared Keras initializer used to give every
+    kernel of a shape the same values), reproducibly under keras.utils.set_random_seed."""
+    def build():
+        return efficientnet.build_model("efficientnet-b0", 10, width_coefficient=0.1,
+                                        depth_coefficient=0.1, small_image_model=True)
+
+    keras.utils.set_random_seed(3)
+    a = build()
+    keras.utils.set_random_seed(3)
+    b = build()
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    by_shape = {}
+    for layer in a.layers:
+        if isinstance(layer, keras.layers.Conv2D) and not layer.use_bias:
+            by_shape.setdefault(tuple(layer.kernel.shape), []).append(layer.kernel.numpy())
+    pairs = [ks for ks in by_shape.values() if len(ks) > 1]
+    assert pairs, "the tiny model has no two kernels of one shape"
+    for ks in pairs:
+        assert not np.array_equal(ks[0], ks[1])

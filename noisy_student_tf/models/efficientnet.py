@@ -6,20 +6,28 @@ conv, global pool, dropout, dense logits. Images go in already normalised; logit
 float32 even under a mixed-precision policy.
 """
 
+import random as python_random
 from typing import Optional
 
 import keras
 
 from noisy_student_tf.models import params as params_lib
 
-# upstream: conv kernels ~ N(0, sqrt(2 / fan_out)), fan_out = kh * kw * out_channels.
-CONV_INIT = keras.initializers.VarianceScaling(
-    scale=2.0, mode="fan_out", distribution="untruncated_normal"
-)
-# upstream: dense kernel ~ U(-1/sqrt(num_classes), 1/sqrt(num_classes)).
-DENSE_INIT = keras.initializers.VarianceScaling(
-    scale=1.0 / 3.0, mode="fan_out", distribution="uniform"
-)
+# A Keras 3 initializer with a fixed (or no) seed returns the same values on every call, so one
+# shared instance gave every kernel of a shape the same start. Each layer gets its own seed,
+# drawn from Python's generator (keras.utils.set_random_seed seeds it: reproducible runs).
+def conv_init() -> keras.initializers.Initializer:
+    """upstream: conv kernels ~ N(0, sqrt(2 / fan_out)), fan_out = kh * kw * out_channels."""
+    return keras.initializers.VarianceScaling(
+        scale=2.0, mode="fan_out", distribution="untruncated_normal",
+        seed=python_random.randint(1, 2**31 - 1))
+
+
+def dense_init() -> keras.initializers.Initializer:
+    """upstream: dense kernel ~ U(-1/sqrt(num_classes), 1/sqrt(num_classes))."""
+    return keras.initializers.VarianceScaling(
+        scale=1.0 / 3.0, mode="fan_out", distribution="uniform",
+        seed=python_random.randint(1, 2**31 - 1))
 
 
 def _bn(gp: params_lib.GlobalParams, name: str) -> keras.layers.Layer:
@@ -33,7 +41,7 @@ def _bn(gp: params_lib.GlobalParams, name: str) -> keras.layers.Layer:
 def _conv(filters: int, kernel: int, name: str, strides: int = 1, bias: bool = False, act=None):
     return keras.layers.Conv2D(
         filters, kernel, strides=strides, padding="same", use_bias=bias, activation=act,
-        kernel_initializer=CONV_INIT, name=name,
+        kernel_initializer=conv_init(), name=name,
     )
 
 
@@ -53,7 +61,7 @@ def mbconv_block(
         x = keras.layers.Activation("swish", name=f"{prefix}expand_act")(x)
     x = keras.layers.DepthwiseConv2D(
         block.kernel_size, strides=block.strides, padding="same", use_bias=False,
-        depthwise_initializer=CONV_INIT, name=f"{prefix}dwconv",
+        depthwise_initializer=conv_init(), name=f"{prefix}dwconv",
     )(x)
     x = _bn(gp, f"{prefix}dw_bn")(x)
     x = keras.layers.Activation("swish", name=f"{prefix}dw_act")(x)
@@ -132,7 +140,7 @@ def build_model(
     if gp.dropout_rate and gp.dropout_rate > 0:
         x = keras.layers.Dropout(gp.dropout_rate, name="head_dropout")(x)
     logits = keras.layers.Dense(
-        num_classes, kernel_initializer=DENSE_INIT, dtype="float32", name="head_dense"
+        num_classes, kernel_initializer=dense_init(), dtype="float32", name="head_dense"
     )(x)
     model = keras.Model(inputs, logits, name=(name or model_name).replace("-", "_"))
     model.global_params = gp

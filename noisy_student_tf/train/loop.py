@@ -57,6 +57,11 @@ class Trainer:
         self.lr_schedule = schedule_lib.UpstreamLRSchedule(
             scaled_lr, self.steps_per_epoch, decay_epochs, start_from_step=t.start_from_step
         )
+        # Weights, dropout and stochastic depth draw from Keras's seeded generators, and the
+        # input pipeline from --seed; --deterministic also makes TensorFlow's kernels so.
+        keras.utils.set_random_seed(t.seed)
+        if cfg.data.deterministic:
+            tf.config.experimental.enable_op_determinism()
         if t.use_bfloat16 and t.use_fp16:
             raise UserInputError("--use_bfloat16 and --use_fp16 are exclusive")
         if t.use_bfloat16:
