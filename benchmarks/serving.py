@@ -6,21 +6,19 @@ it came from, on the same images and batch size, in one process.
 
 Rows: Keras `model(x, training=False)` in a tf.function on normalised float images (baseline);
 the SavedModel's `serving_images` (uint8 in, normalisation + softmax + top-k inside); its
-`serving_default` on JPEG bytes (decode + eval crop inside, per image). Medians over alternating rounds;
-ratio = images/s over the baseline's.
+`serving_default` on JPEG bytes (decode + eval crop inside, per image). Medians over alternating
+rounds; ratio = images/s over the baseline's.
 """
 
 import argparse
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -15,13 +15,11 @@ import argparse
 import dataclasses
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -83,7 +81,7 @@ def our_runner(size: int, n: int, steps: int, unlabel_ratio: float = 0.0,
     b = batch(size, n, int(np.ceil(n * unlabel_ratio)))
     it = iter(tf.distribute.get_strategy().experimental_distribute_dataset(
         tf.data.Dataset.from_tensors(b).repeat()))
-    loop = trainer._make_train_loop()
+    loop = trainer.make_train_loop()
     loop(it, tf.constant(1))  # trace
 
     def run():

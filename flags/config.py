@@ -1,6 +1,7 @@
 """Parsed flags -> noisy_student_tf.config objects. The only place that interprets FLAGS."""
 
 import dataclasses
+from typing import Optional, Tuple
 
 import tensorflow as tf
 from absl import logging
@@ -146,6 +147,16 @@ def _check_flags(fv, values: dict) -> None:
                             "flag; see WORKSPACE.md)", name, values[name])
     if values["data_format"] != "channels_last":
         raise UserInputError("--data_format=channels_first is not supported (channels_last only)")
+
+
+def strategy_args(fv) -> Tuple[str, Optional[str]]:
+    """(--strategy, --tpu) after upstream's --use_tpu rule: set explicitly, it needs --tpu;
+    left at its default (True) without a TPU, the run falls back to CPU/GPU."""
+    if fv["use_tpu"].present and fv.use_tpu and not fv.tpu:
+        raise UserInputError("--use_tpu=true needs --tpu naming the TPU (none is given)")
+    if fv.use_tpu and not fv.tpu:
+        logging.info("use_tpu defaults to True upstream; no --tpu given, running on CPU/GPU")
+    return fv.strategy, fv.tpu
 
 
 def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
@@ -397,6 +408,17 @@ def predict_config_from_flags(fv, cfg: RunConfig):
         num_shards=fv.num_shards, shard_ids=parse_shard_ids(fv.shard_id),
         worker_id=fv.worker_id, total_replicas=fv.total_replicas,
         reassign_label=fv.reassign_label, batch_size=fv.predict_batch_size,
-        probabilities_format=fv.probabilities_format, top_k=fv.top_k, seed=fv.seed)
+        probabilities_format=fv.probabilities_format, top_k=fv.top_k, seed=fv.seed,
+        redo_changed=fv.redo_changed)
     pcfg.validate()
     return model, pcfg
+
+
+def export_config_from_flags(fv, cfg: RunConfig):
+    """(ModelConfig, mean_rgb, stddev_rgb, ExportConfig) for --mode=export."""
+    from noisy_student_tf.config import ExportConfig
+
+    model, mean, std = export_model_config(fv, cfg)
+    return model, mean, std, ExportConfig(
+        model_dir=fv.model_dir, export_dir=fv.export_dir,
+        moving_average=fv.export_moving_average, top_k=fv.export_top_k)

@@ -116,3 +116,12 @@ class RunConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     student: StudentConfig = dataclasses.field(default_factory=StudentConfig)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportConfig:
+    """--mode=export: the newest checkpoint of model_dir as a SavedModel in export_dir."""
+    model_dir: str
+    export_dir: str
+    moving_average: bool = True  # the EMA weights (false: the raw training weights)
+    top_k: int = 5

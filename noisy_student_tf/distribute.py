@@ -20,6 +20,10 @@ def _tf_config_workers() -> int:
     return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
 
 
+def is_tpu(strategy) -> bool:
+    return isinstance(strategy, tf.distribute.TPUStrategy)
+
+
 def is_chief() -> bool:
     """Whether this process is the one that writes (checkpoints, summaries, locks): the `chief`
     task, or worker 0 of a cluster without one; True outside a TF_CONFIG cluster."""

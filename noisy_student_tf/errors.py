@@ -4,6 +4,14 @@
 class UserInputError(ValueError):
     """A flag, file or record the user supplied is wrong; the message names it."""
 
+    exit_code = 2
+
+
+class BadDataError(UserInputError):
+    """A run failed on a bad input record; the message names the file and record."""
+
+    exit_code = 1
+
 
 class Preempted(Exception):
     """Training stopped on request (SIGTERM) after saving a checkpoint."""

@@ -12,7 +12,6 @@ import sys
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -77,7 +76,7 @@ def curve(strategy, per_replica, repeat):
             {k: np.stack([b[k] for b in data]) for k in data[0]}).repeat()
 
     iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
-    loop = trainer._make_train_loop()
+    loop = trainer.make_train_loop()
     return [float(loop(iterator, tf.constant(1))[0]["train/loss"]) for _ in range(STEPS)]
 
 

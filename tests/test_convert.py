@@ -180,7 +180,7 @@ def test_keras_applications_weights_file(tmp_path):
     table = keras_applications.layer_name_table("efficientnet-b0")
     assert table["blocks_0_dw_bn"] == "block1a_bn" and table["blocks_15_se_expand"] == \
         "block7a_se_expand" and table["blocks_2_project_conv"] == "block2b_project_conv"
-    for layer in (l for l in model.layers if l.weights):
+    for layer in (lyr for lyr in model.layers if lyr.weights):
         for mine, theirs in zip(layer.weights, source.get_layer(table[layer.name]).weights):
             assert np.array_equal(np.asarray(mine), np.asarray(theirs)), layer.name
     x = rng.uniform(0, 255, (2, 64, 64, 3)).astype("float32")

@@ -9,6 +9,7 @@ import pytest
 
 from noisy_student_tf.driver import loop as loop_lib
 from noisy_student_tf.driver import stages as stages_lib
+from noisy_student_tf.driver import summary as summary_lib
 from noisy_student_tf.errors import UserInputError
 from noisy_student_tf.models import params as params_lib
 
@@ -166,15 +167,15 @@ def test_progress_line_parses_main_py_and_tools():
     stage = stages_lib.Stage("student_1", "/x", {}, lambda: [], steps=1000)
     line = ("I1126 loop.py:337] step 250/1000  loss 2.2504  lab/acc 0.438  lr 7.32e-04  "
             "147.7 img/s  ETA 0:01:15\n")
-    text, step = runner._status(line, "student_1 2/3", stage, 0.0)
+    text, step = runner._status(line, "student_1 2/3", stage)
     assert step == 250
     assert text == ("[student_1 2/3] step 250/1000  loss 2.2504  148 img/s  ETA 0:01:15  "
                     "(loop ETA 0:03:15)")
     assert seen["student_1"] == pytest.approx(75 / 750)
     text, _ = runner._status("I1126 shards.py:159] predict extra-00001-of-00004: 300/900 "
-                             "records (150 rec/s, ETA 4 s)\n", "pseudo_1 2/4", stage, 0.0)
+                             "records (150 rec/s, ETA 4 s)\n", "pseudo_1 2/4", stage)
     assert "300/900 records" in text and "ETA 0:00:04" in text
-    assert runner._status("I1126 something else\n", "x", stage, 0.0) is None
+    assert runner._status("I1126 something else\n", "x", stage) is None
 
 
 def test_progress_line_rewrites_in_place_on_a_terminal():
@@ -196,7 +197,7 @@ def test_progress_line_rewrites_in_place_on_a_terminal():
 
 
 def test_summary_table_marks_the_shared_baseline():
-    table = loop_lib.format_table({"rounds": [
+    table = summary_lib.format_table({"rounds": [
         {"name": "teacher", "model_name": "efficientnet-b0", "params": 663530,
          "dev_top_1": 0.9, "test_top_1": 0.8},
         {"name": "baseline", "model_name": "efficientnet-b0", "params": 663530,

@@ -149,7 +149,10 @@ def test_offline_loop_predicts_filters_and_trains_from_records(tmp_path):
              *TINY, "--teacher_mode=offline", "--filter_min_threshold=0", "--num_iterations=2")
     pseudo = os.path.join(out, "pseudo_1")
     assert os.path.exists(os.path.join(pseudo, "DONE"))
-    assert len(os.listdir(os.path.join(pseudo, "predict_label"))) == 4  # one per extra shard
+    predictions = [n for n in os.listdir(os.path.join(pseudo, "predict_label"))
+                   if n.startswith("train-info-")]
+    assert len(predictions) == 4  # one per extra shard
+    assert os.path.exists(os.path.join(pseudo, "predict_label", "predict_settings.json"))
     final = json.load(open(os.path.join(pseudo, "filter_data", "stats", "final_stats.json")))
     assert final["total_cnt"] > 0
     log = open(os.path.join(out, "student_1", "stage_log.txt")).read()

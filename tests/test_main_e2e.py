@@ -72,7 +72,7 @@ def test_tensorboard_scalars_use_upstream_names(tmp_path, digits_dir):
 
 def _one_line_error(proc, needle):
     assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = [l for l in proc.stderr.strip().splitlines() if "error:" in l]
+    lines = [ln for ln in proc.stderr.strip().splitlines() if "error:" in ln]
     assert len(lines) == 1 and needle in lines[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
 

@@ -115,7 +115,7 @@ def test_small_image_model_ends_at_4x4():
 def test_stochastic_depth_grows_linearly_and_skips_block_0():
     model = build_model("efficientnet-b0", 10, stochastic_depth_rate=0.4)
     n = 16
-    rates = {l.name: l.rate for l in model.layers if l.name.endswith("_drop")}
+    rates = {lyr.name: lyr.rate for lyr in model.layers if lyr.name.endswith("_drop")}
     # Only blocks with a residual (stride 1, same filters) carry stochastic depth; block 0
     # (rate 0) has none.
     assert "blocks_0_drop" not in rates
@@ -130,7 +130,7 @@ def test_stochastic_depth_grows_linearly_and_skips_block_0():
 def test_overrides_and_head_dropout():
     model = build_model("efficientnet-b0", 10, dropout_rate=0.0, width_coefficient=0.5,
                         depth_coefficient=0.5)
-    assert all(l.name != "head_dropout" for l in model.layers)
+    assert all(lyr.name != "head_dropout" for lyr in model.layers)
     assert model.get_layer("stem_conv").filters == 16
     assert build_model("efficientnet-b2", 10).get_layer("head_dropout").rate == 0.3
 

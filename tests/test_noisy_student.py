@@ -13,7 +13,8 @@ from noisy_student_tf.errors import UserInputError
 from noisy_student_tf.models import efficientnet
 from noisy_student_tf.teacher import load_teacher
 from noisy_student_tf.train import losses
-from noisy_student_tf.train.loop import Trainer, normalize
+from noisy_student_tf.data.preprocess import normalize
+from noisy_student_tf.train.loop import Trainer
 from tests.test_trainer import dataset_fn, tiny_config
 
 U = 8  # ceil(4 * 1.0 * 2.0)
@@ -64,14 +65,14 @@ def test_online_loss_is_lab_plus_r_times_unl_and_teacher_is_frozen(tmp_path):
     q = tf.nn.softmax(t_logits)
     lab = float(losses.labeled_loss_sum(batch["label"], logits[:4], 3, 0.1)) / 4
     unl = float(tf.reduce_mean(losses.soft_cross_entropy(q, logits[4:])))
-    metrics, _ = trainer._make_train_loop()(iter(ssl_batches()), tf.constant(1))
+    metrics, _ = trainer.make_train_loop()(iter(ssl_batches()), tf.constant(1))
     assert float(metrics["lab/loss"]) == pytest.approx(lab, rel=1e-4)
     assert float(metrics["ext/loss"]) == pytest.approx(unl, rel=1e-4)
     assert float(metrics["train/data_loss"]) == pytest.approx(lab + 2.0 * unl, rel=1e-4)
     assert float(metrics["unl/target_prob"]) == pytest.approx(
         float(tf.reduce_mean(tf.reduce_max(q, -1))), rel=1e-4)
     # a few more steps: the teacher never changes, and is not in the student's checkpoint
-    trainer._make_train_loop()(iter(ssl_batches()), tf.constant(3))
+    trainer.make_train_loop()(iter(ssl_batches()), tf.constant(3))
     for before, after in zip(teacher_before, trainer.teacher.weights):
         np.testing.assert_array_equal(before, after.numpy())
     path = trainer.save()
@@ -84,7 +85,7 @@ def test_online_loss_is_lab_plus_r_times_unl_and_teacher_is_frozen(tmp_path):
 def test_hard_labels_are_smoothed_argmax(tmp_path):
     trainer = Trainer(student_config(tmp_path, temp=-1), tf.distribute.get_strategy())
     batch = next(iter(ssl_batches()))
-    q = trainer._unlabeled_targets(batch).numpy()
+    q = trainer.step.unlabeled_targets(batch).numpy()
     t_logits = trainer.teacher(normalize(batch["unl_teacher_image"], trainer.cfg.data.mean_rgb,
                                          trainer.cfg.data.stddev_rgb), training=False)
     expected = losses.smoothed_onehot(tf.argmax(t_logits, -1, output_type=tf.int32), 3, 0.1)
@@ -96,11 +97,11 @@ def test_offline_targets_sharpen_stored_probabilities(tmp_path):
     trainer = Trainer(student_config(tmp_path, temp=0.5, online=False),
                       tf.distribute.get_strategy())
     assert trainer.teacher is None
-    q = trainer._unlabeled_targets(next(iter(ssl_batches(probs=probs)))).numpy()
+    q = trainer.step.unlabeled_targets(next(iter(ssl_batches(probs=probs)))).numpy()
     expected = probs ** 2 / (probs ** 2).sum(-1, keepdims=True)  # prob^(1/T), renormalised
     np.testing.assert_allclose(q, expected, rtol=1e-5)
     hard = Trainer(student_config(tmp_path, temp=-1, online=False), tf.distribute.get_strategy())
-    q = hard._unlabeled_targets(next(iter(ssl_batches(labels=np.full(U, 2))))).numpy()
+    q = hard.step.unlabeled_targets(next(iter(ssl_batches(labels=np.full(U, 2))))).numpy()
     np.testing.assert_allclose(q[:, 2], 0.9 + 0.1 / 3, rtol=1e-6)
 
 
@@ -109,7 +110,7 @@ def test_offline_zero_probabilities_fail_loudly(tmp_path):
                       tf.distribute.get_strategy())
     batch = next(iter(ssl_batches(probs=np.zeros((U, 3)))))
     with pytest.raises(tf.errors.InvalidArgumentError, match="all-zero `probabilities`"):
-        trainer._unlabeled_targets(batch)
+        trainer.step.unlabeled_targets(batch)
 
 
 def test_offline_records_without_soft_labels_are_refused_before_training(tmp_path):
@@ -186,19 +187,20 @@ def test_fix_layer_num_freezes_stem_and_first_blocks_but_keeps_them_in_ema(tmp_p
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, fix_layer_num=1))
     trainer = Trainer(cfg, tf.distribute.get_strategy())
     model = trainer.model
-    frozen = [l for l in model.layers if l.name.startswith(("stem_", "blocks_0_")) and l.weights]
-    assert frozen and all(not l.trainable for l in frozen)
-    assert all(l.trainable for l in model.layers if l.name.startswith("blocks_1_"))
+    frozen = [lyr for lyr in model.layers
+              if lyr.name.startswith(("stem_", "blocks_0_")) and lyr.weights]
+    assert frozen and all(not lyr.trainable for lyr in frozen)
+    assert all(lyr.trainable for lyr in model.layers if lyr.name.startswith("blocks_1_"))
     floats = [w for w in model.weights if "float" in str(w.dtype)]  # not dropout seed states
     assert len(efficientnet.ema_variables(model)) == len(floats)
-    before = {l.name: [w.copy() for w in l.get_weights()] for l in frozen}
+    before = {lyr.name: [w.copy() for w in lyr.get_weights()] for lyr in frozen}
     head = model.get_layer("head_dense").get_weights()[0].copy()
     trainer.train(dataset_fn)
-    for l in frozen:  # weights and BN statistics untouched (inference mode)
-        for a, b in zip(before[l.name], l.get_weights()):
+    for lyr in frozen:  # weights and BN statistics untouched (inference mode)
+        for a, b in zip(before[lyr.name], lyr.get_weights()):
             np.testing.assert_array_equal(a, b)
     assert not np.array_equal(head, model.get_layer("head_dense").get_weights()[0])
     trainer.sync_eval_weights()  # upstream left frozen weights out of the EMA: eval lost them
-    for l in frozen:
-        for a, b in zip(l.get_weights(), trainer.eval_model.get_layer(l.name).get_weights()):
+    for lyr in frozen:
+        for a, b in zip(lyr.get_weights(), trainer.eval_model.get_layer(lyr.name).get_weights()):
             np.testing.assert_allclose(a, b, rtol=1e-6)

@@ -7,6 +7,7 @@ import tensorflow as tf
 from PIL import Image, ImageEnhance, ImageOps
 
 from noisy_student_tf.data import randaugment as ra
+from noisy_student_tf.data import randaugment_geometry
 
 
 def sample_image(h=24, w=20, seed=0):
@@ -165,7 +166,8 @@ def test_translate_equals_upstream_warp(pixels):
 def test_packed_warp_equals_plain_warp():
     img = sample_image(17, 23)
     for matrix in ([1, 0.3, 0, 0, 1, 0, 0, 0], [0.8, -0.6, 9, 0.6, 0.8, -4, 0, 0]):
-        ours = ra._warp(tf.constant(img)[None], tf.constant([matrix], tf.float32))[0]
+        ours = randaugment_geometry._warp(tf.constant(img)[None],
+                                          tf.constant([matrix], tf.float32))[0]
         np.testing.assert_array_equal(ours.numpy(), _warp_reference(img, matrix))
 
 

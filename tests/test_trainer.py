@@ -83,7 +83,7 @@ def test_bfloat16_policy_keeps_float32_logits():
         trainer = Trainer(tiny_config(use_bfloat16=True), tf.distribute.get_strategy())
         assert trainer.model.get_layer("stem_conv").compute_dtype == "bfloat16"
         assert trainer.model.get_layer("head_dense").compute_dtype == "float32"
-        loop = trainer._make_train_loop()
+        loop = trainer.make_train_loop()
         metrics, images = loop(iter(dataset_fn()), tf.constant(1))
         assert images.dtype == tf.uint8 and images.shape == (4, 16, 16, 3)
         assert metrics["train/loss"].dtype == tf.float32
@@ -111,7 +111,7 @@ def test_jit_compile_step_matches_the_graph_step(tmp_path):
         keras.utils.set_random_seed(0)
         trainer = Trainer(c, tf.distribute.get_strategy())
         it = iter(tf.distribute.get_strategy().experimental_distribute_dataset(dataset_fn()))
-        loop = trainer._make_train_loop()
+        loop = trainer.make_train_loop()
         losses[jit] = [float(loop(it, tf.constant(1))[0]["train/loss"]) for _ in range(3)]
         assert trainer.global_step == 3
     np.testing.assert_allclose(losses[True], losses[False], rtol=1e-4)
@@ -126,7 +126,7 @@ def test_fp16_scales_the_loss_and_skips_overflowing_steps():
         assert all(v.dtype == "float32" for v in trainer.model.weights)
         opt = trainer.optimizer
         assert isinstance(opt, keras.optimizers.LossScaleOptimizer)
-        loop = trainer._make_train_loop()
+        loop = trainer.make_train_loop()
         it = iter(dataset_fn())
         before = [v.numpy().copy() for v in trainer.model.trainable_variables]
         metrics, _ = loop(it, tf.constant(4))

@@ -19,7 +19,6 @@ import sys
 from absl import app, flags, logging
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from flags.filter_flags import FILTER_NO_EFFECT_FLAGS, define_filter_flags  # noqa: E402
@@ -35,7 +34,6 @@ def config_from_flags(fv):
     for name, why in FILTER_NO_EFFECT_FLAGS.items():
         if fv[name].value != fv[name].default:
             logging.warning("--%s has no effect: %s", name, why)
-    kill = os.environ.get("NOISY_STUDENT_TEST_KILL_AFTER_RECORDS")  # crash tests only
     return FilterConfig(
         input_dir=fv.input_dir, prediction_dir=fv.prediction_dir, info_dir=fv.info_dir,
         prelim_stats_dir=fv.prelim_stats_dir, output_dir=fv.output_dir,
@@ -47,7 +45,7 @@ def config_from_flags(fv):
         file_prefix=fv.file_prefix, use_top=bool(fv.use_top), use_all=fv.use_all,
         probabilities_format=fv.probabilities_format, top_k=fv.top_k,
         copies_format=fv.copies_format, seed=fv.seed, save_samples=fv.save_samples,
-        redo_changed=fv.redo_changed, kill_after_records=int(kill) if kill else None)
+        redo_changed=fv.redo_changed)
 
 
 def main(argv):

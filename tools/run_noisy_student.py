@@ -27,10 +27,10 @@ import sys
 from absl import app, flags, logging
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 from noisy_student_tf.driver import loop as loop_lib  # noqa: E402
 from noisy_student_tf.driver import stages as stages_lib  # noqa: E402
+from noisy_student_tf.driver import summary as summary_lib  # noqa: E402
 from noisy_student_tf.errors import UserInputError  # noqa: E402
 
 D = loop_lib.LoopConfig.__dataclass_fields__
@@ -127,8 +127,8 @@ def main(argv):
     except stages_lib.StoppedBySignal as e:
         print(f"run_noisy_student.py: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
-    print("\n" + loop_lib.format_table(summary))
-    print(f"(summary: {os.path.join(plan.out, loop_lib.SUMMARY)})")
+    print("\n" + summary_lib.format_table(summary))
+    print(f"(summary: {os.path.join(plan.out, summary_lib.SUMMARY)})")
     logging.flush()
 
 

@@ -112,3 +112,10 @@ def preprocess_for_eval(image, size: int, small_image: bool):
     if small_image:
         return _as_size(image, size)
     return tf.reshape(to_uint8(center_crop(image, size), truncate=False), [size, size, 3])
+
+
+def normalize(images, mean_rgb, stddev_rgb):
+    """uint8 (or float) images -> float32 (x - mean) / std per RGB channel. Runs on the device
+    side (upstream does it in model_fn); every model input goes through it."""
+    images = tf.cast(images, tf.float32)
+    return (images - tf.constant(mean_rgb, tf.float32)) / tf.constant(stddev_rgb, tf.float32)

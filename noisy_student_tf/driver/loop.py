@@ -18,100 +18,18 @@ Every stage records its settings (driver/stages.py); summary.json lists each rou
 parameter count and dev/test top-1. Test accuracy is reported, never used to choose anything.
 """
 
-import dataclasses
 import os
-import re
 from typing import List, Optional, Tuple
 
 from absl import logging
 
 from noisy_student_tf import io_utils, locks, run_info
 from noisy_student_tf.driver import stages as stages_lib
+from noisy_student_tf.driver import summary as summary_lib
+from noisy_student_tf.driver.config import LoopConfig, Round, unlabeled_shards
 from noisy_student_tf.errors import UserInputError
 from noisy_student_tf.models import params as params_lib
 from noisy_student_tf.train import schedule as schedule_lib
-
-SUMMARY = "summary.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class LoopConfig:
-    """Everything the loop needs; tools/run_noisy_student.py fills it from flags."""
-
-    output_dir: str
-    task_name: str = "digits"  # digits (embedded) | custom
-    label_data_dir: Optional[str] = None
-    unlabel_data_dir: Optional[str] = None
-    num_label_classes: int = 10
-    input_image_size: int = 32
-    flip: Optional[bool] = None  # None: main.py's task rule
-    labels_per_class: int = 15  # digits
-    data_cache_dir: Optional[str] = None  # digits
-    seed: int = 0
-    num_iterations: Optional[int] = None  # None: len(student_model_names) or the task's
-    teacher_model_name: str = "efficientnet-b0"
-    student_model_names: Tuple[str, ...] = ()  # empty: the teacher's model every round
-    width_coefficient: Optional[float] = None  # None: the model's (32px: its small preset)
-    depth_coefficient: Optional[float] = None
-    model_scale: float = 1.0  # multiplies every stage's width and depth (quick runs, tests)
-    train_batch_size: int = 32
-    train_steps: Optional[int] = None  # every noised stage; None: the task's (TASK_DEFAULTS)
-    teacher_train_steps: Optional[int] = None  # None: train_steps
-    base_learning_rate: float = 0.032
-    # Upstream decays the LR by 0.97 every 2.4 epochs of the labeled data, which with a few
-    # hundred labels is near zero after a few hundred steps; upstream's own final_base_lr
-    # option spreads the decay over the run instead: final_base_lr = base * this ratio.
-    # 0: upstream's fixed decay.
-    final_lr_ratio: float = 0.1
-    unlabel_ratio: float = 2.0
-    teacher_softmax_temp: float = 1.0  # -1: hard pseudo-labels
-    augment_name: str = "v1"
-    randaug_mag: int = 5
-    dropout_rate: Optional[float] = None  # None: the model's
-    stochastic_depth_rate: Optional[float] = None  # None: 0.2
-    teacher_noise: bool = True
-    student_noise: bool = True
-    with_baseline: bool = False
-    teacher_mode: str = "online"  # online | offline
-    teacher_model_path: Optional[str] = None  # a given teacher: no teacher stage
-    filter_num_image: int = -1
-    filter_min_threshold: float = 0.3
-    retrain_changed: bool = False
-
-    @property
-    def student_names(self) -> Tuple[str, ...]:
-        return self.student_model_names or (self.teacher_model_name,) * self.num_iterations
-
-    def resolved(self) -> "LoopConfig":
-        """Fills the settings left as None from TASK_DEFAULTS (and the student list)."""
-        task = TASK_DEFAULTS.get(self.task_name, TASK_DEFAULTS["custom"])
-        rounds = self.num_iterations
-        if rounds is None:
-            rounds = len(self.student_model_names) or task["num_iterations"]
-        steps = self.train_steps if self.train_steps is not None else task["train_steps"]
-        return dataclasses.replace(self, num_iterations=rounds, train_steps=steps)
-
-
-# Settings chosen on dev splits (docs/benchmarks.md, "The loop, honest and strong"): two rounds of
-# 1200 steps for any data set; the embedded digits keep one round of 800 steps so that the
-# README's main job stays under 10 minutes on 2 CPU cores.
-TASK_DEFAULTS = {
-    "custom": {"train_steps": 1200, "num_iterations": 2},
-    "digits": {"train_steps": 800, "num_iterations": 1},
-}
-
-
-@dataclasses.dataclass
-class Round:
-    """A row of the summary: a trained (or given) model."""
-
-    name: str
-    model_name: str
-    params: int
-    model_dir: str
-    stage: Optional[stages_lib.Stage] = None  # None: given, not trained here
-    same_as: Optional[str] = None  # the baseline when it is the teacher stage
-
 
 def _fmt(value: float) -> str:
     return f"{value:g}"
@@ -416,50 +334,4 @@ class LoopPlan:
         return self.summarize()
 
     def summarize(self) -> dict:
-        rows = []
-        for r in self.rounds:
-            results = None
-            if r.stage is not None:
-                results = io_utils.read_json(os.path.join(r.model_dir, "eval_results.json"))
-            row = {"name": r.name, "model_name": r.model_name, "params": r.params,
-                   "model_dir": r.model_dir,
-                   "dev_top_1": results["dev"]["top_1_accuracy"] if results else None,
-                   "test_top_1": results["test"]["top_1_accuracy"] if results else None}
-            if r.same_as:
-                row["same_as"] = r.same_as
-            rows.append(row)
-        summary = {"rounds": rows, "seed": self.cfg.seed,
-                   "config": {k: v for k, v in dataclasses.asdict(self.cfg).items()
-                              if k != "retrain_changed"}}
-        io_utils.write_json_atomic(os.path.join(self.out, SUMMARY), summary)
-        return summary
-
-
-def format_table(summary: dict) -> str:
-    lines = [f"{'round':<12}{'model':<18}{'params':>10}{'dev top-1':>11}{'test top-1':>11}"]
-    for r in summary["rounds"]:
-        if r["dev_top_1"] is None:
-            cells = f"{'(given)':>11}{'':>11}"
-        else:
-            cells = f"{r['dev_top_1']:>11.4f}{r['test_top_1']:>11.4f}"
-        note = f"  (= {r['same_as']})" if r.get("same_as") else ""
-        lines.append(f"{r['name']:<12}{r['model_name']:<18}{r['params']:>10,}{cells}{note}")
-    return "\n".join(lines)
-
-
-def unlabeled_shards(unlabel_dir: str):
-    """(prefix, num_shards) of upstream-named shards `<prefix>-SSSSS-of-NNNNN` in unlabel_dir
-    (extra* preferred, as upstream's scripts predict on SVHN extra)."""
-    names = sorted(os.listdir(unlabel_dir)) if os.path.isdir(unlabel_dir) else []
-    for prefix in ("extra", "train"):
-        found = [re.fullmatch(rf"{prefix}-(\d{{5}})-of-(\d{{5}})", n) for n in names]
-        found = [m for m in found if m]
-        if found:
-            total = {int(m.group(2)) for m in found}
-            if len(total) != 1 or len(found) != total.pop():
-                raise UserInputError(f"--unlabel_data_dir={unlabel_dir!r}: {prefix}-* shards "
-                                     "are incomplete or of mixed counts")
-            return prefix, len(found)
-    raise UserInputError(f"--unlabel_data_dir={unlabel_dir!r} has no shards named "
-                         "extra-SSSSS-of-NNNNN or train-SSSSS-of-NNNNN (needed by "
-                         "--teacher_mode=offline)")
+        return summary_lib.summarize(self.rounds, self.cfg, self.out)

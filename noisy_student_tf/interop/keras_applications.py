@@ -57,10 +57,10 @@ def load_keras_applications_weights(model, model_name: str, path: str, flag: str
         raise UserInputError(
             f"--{flag}={path!r} is not a keras.applications {CONSTRUCTORS[model_name]} "
             f"weights file with a {num_classes}-class top: {first}") from None
-    ours = {l.name for l in model.layers if l.weights}
+    ours = {lyr.name for lyr in model.layers if lyr.weights}
     table = {k: v for k, v in layer_name_table(model_name).items() if k in ours}
-    theirs = {l.name for l in source.layers
-              if l.weights and not isinstance(l, keras.layers.Normalization)}
+    theirs = {lyr.name for lyr in source.layers
+              if lyr.weights and not isinstance(lyr, keras.layers.Normalization)}
     if set(table) != ours or set(table.values()) != theirs:
         missing = sorted(ours - set(table)) + sorted(theirs ^ set(table.values()))
         raise UserInputError(f"--{flag}={path!r}: layers without a counterpart: "

@@ -62,12 +62,10 @@ def export_saved_model(model, export_dir: str, *, image_size: int, small_image: 
         raise UserInputError(f"--export_dir={export_dir!r} exists and is not empty")
     num_classes = int(model.output_shape[-1])
     k = max(1, min(top_k, num_classes))
-    mean = tf.constant(mean_rgb, tf.float32)
-    std = tf.constant(stddev_rgb, tf.float32)
     size = image_size
 
     def outputs(uint8_images):
-        x = (tf.cast(uint8_images, tf.float32) - mean) / std
+        x = preprocess.normalize(uint8_images, mean_rgb, stddev_rgb)
         probs = tf.nn.softmax(tf.cast(model(x, training=False), tf.float32))
         top = tf.math.top_k(probs, k)
         return {"probabilities": probs, "classes": tf.argmax(probs, axis=-1),
@@ -89,7 +87,7 @@ def export_saved_model(model, export_dir: str, *, image_size: int, small_image: 
         return outputs(images)
 
     def logits(images):
-        x = (tf.cast(images, tf.float32) - mean) / std
+        x = preprocess.normalize(images, mean_rgb, stddev_rgb)
         return {"logits": tf.cast(model(x, training=False), tf.float32)}
 
     archive = keras.export.ExportArchive()

@@ -37,7 +37,7 @@ _BN = "tpu_batch_normalization"
 def tf1_layer_paths(model) -> Dict[str, str]:
     """Our layer name -> upstream's TF1 layer path under `<model_name>/`, for every layer of
     `model` (an efficientnet.build_model model) that has weights."""
-    names = {l.name for l in model.layers}
+    names = {lyr.name for lyr in model.layers}
     paths = {"stem_conv": "stem/conv2d", "stem_bn": f"stem/{_BN}",
              "head_conv": "head/conv2d", "head_bn": f"head/{_BN}", "head_dense": "head/dense"}
     i = 0
@@ -56,7 +56,7 @@ def tf1_layer_paths(model) -> Dict[str, str]:
         paths[f"{p}project_conv"] = conv.pop(0)
         paths[f"{p}project_bn"] = bn.pop(0)
         i += 1
-    with_weights = {l.name for l in model.layers if l.weights}
+    with_weights = {lyr.name for lyr in model.layers if lyr.weights}
     if set(paths) != with_weights:  # the model grew a layer this table does not know
         raise ValueError(f"no upstream name for layers {sorted(with_weights - set(paths))}")
     return paths
@@ -75,8 +75,8 @@ def upstream_variable_names(model, model_name: str) -> list:
     """[(keras variable, upstream name)] for every weight of `model`, e.g.
     `efficientnet-b0/blocks_0/depthwise_conv2d/depthwise_kernel`."""
     paths = tf1_layer_paths(model)
-    return [(v, f"{model_name}/{paths[l.name]}/{_leaf(l, v)}")
-            for l in model.layers if l.weights for v in l.weights]
+    return [(v, f"{model_name}/{paths[lyr.name]}/{_leaf(lyr, v)}")
+            for lyr in model.layers if lyr.weights for v in lyr.weights]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -153,13 +153,13 @@ def build_model(
 
 
 def batch_norm_layers(model: keras.Model) -> list:
-    return [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
+    return [lyr for lyr in model.layers if isinstance(lyr, keras.layers.BatchNormalization)]
 
 
 def weight_decay_variables(model: keras.Model) -> list:
     """Trainable variables outside batch norm: upstream's L2 set (names lacking
     `batch_normalization`), i.e. conv/dense kernels plus SE and dense biases."""
-    bn_ids = {id(v) for l in batch_norm_layers(model) for v in l.weights}
+    bn_ids = {id(v) for lyr in batch_norm_layers(model) for v in lyr.weights}
     return [v for v in model.trainable_variables if id(v) not in bn_ids]
 
 
@@ -168,9 +168,9 @@ def ema_variables(model: keras.Model) -> list:
     weights of layers frozen by fix_layer_num (upstream left those out of its EMA and
     checkpoint initialisation, so eval and a resumed teacher lost them; fixed)."""
     moving = []
-    for l in batch_norm_layers(model):
-        moving.extend([l.moving_mean, l.moving_variance])
+    for lyr in batch_norm_layers(model):
+        moving.extend([lyr.moving_mean, lyr.moving_variance])
     listed = {id(v) for v in moving} | {id(v) for v in model.trainable_variables}
-    frozen = [v for l in model.layers if not l.trainable for v in l.weights
+    frozen = [v for lyr in model.layers if not lyr.trainable for v in lyr.weights
               if id(v) not in listed and "float" in str(v.dtype)]
     return list(model.trainable_variables) + moving + frozen

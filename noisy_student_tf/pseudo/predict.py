@@ -155,16 +155,14 @@ class Predictor:
     """Softmax probabilities of `model` (inference mode) on uint8 batches, spread over the
     strategy's replicas and gathered back in input order."""
 
-    def __init__(self, model, cfg: PredictConfig, strategy: Optional[tf.distribute.Strategy] = None):
+    def __init__(self, model, cfg: PredictConfig,
+                 strategy: Optional[tf.distribute.Strategy] = None):
         self.model, self.cfg = model, cfg
         self.strategy = strategy or tf.distribute.get_strategy()
-        mean = tf.constant(cfg.mean_rgb, tf.float32)
-        std = tf.constant(cfg.stddev_rgb, tf.float32)
-
         def forward(images):
             # An exported SavedModel normalises with its own training mean/std.
             x = images if getattr(model, "takes_uint8", False) else (
-                (tf.cast(images, tf.float32) - mean) / std)
+                preprocess.normalize(images, cfg.mean_rgb, cfg.stddev_rgb))
             return tf.nn.softmax(tf.cast(model(x, training=False), tf.float32))
 
         self._forward = tf.function(forward, reduce_retracing=True)

@@ -21,16 +21,9 @@ from noisy_student_tf.config import RunConfig
 from noisy_student_tf.errors import Preempted, UserInputError
 from noisy_student_tf.models import efficientnet
 from noisy_student_tf.train import checkpoints, ema as ema_lib
-from noisy_student_tf.train import losses, optimizer as opt_lib, schedule as schedule_lib
-
-EVAL_RESULTS = "eval_results.json"
-
-
-def normalize(images, mean_rgb, stddev_rgb):
-    """(x - mean) / std per RGB channel, on the device side (upstream does it in model_fn)."""
-    images = tf.cast(images, tf.float32)
-    return (images - tf.constant(mean_rgb, tf.float32)) / tf.constant(stddev_rgb, tf.float32)
-
+from noisy_student_tf.train import evaluate as evaluate_lib
+from noisy_student_tf.train import optimizer as opt_lib, schedule as schedule_lib
+from noisy_student_tf.train import step as step_lib
 
 def _fmt_duration(seconds: float) -> str:
     seconds = int(max(0, seconds))
@@ -89,7 +82,6 @@ class Trainer:
             st = cfg.student
             if st.enabled and st.teacher is not None:
                 self.teacher = teacher_lib.load_teacher(st.teacher, st.teacher_model_path)
-        self._wd_vars = efficientnet.weight_decay_variables(self.model)
         items = {"model": self.model, "optimizer": self.optimizer}
         if self.ema is not None:
             items["ema"] = self.ema
@@ -98,9 +90,12 @@ class Trainer:
         self._resumed = False
         self._train_writer = None
         self._eval_writer = None
-        self._eval_step = None
-        self._compute_fn = (tf.function(self._compute, jit_compile=True) if t.jit_compile
-                            else self._compute)
+        self._evaluator = None
+        self.step = step_lib.TrainStep(cfg, self.model, self.optimizer,
+                                       efficientnet.weight_decay_variables(self.model),
+                                       self.teacher, strategy.num_replicas_in_sync)
+        self._compute_fn = (tf.function(self.step.compute, jit_compile=True) if t.jit_compile
+                            else self.step.compute)
 
     # ---------------------------------------------------------------- checkpoints
     @property
@@ -179,38 +174,6 @@ class Trainer:
             self.ema.copy_to(efficientnet.ema_variables(self.eval_model))
 
     # ---------------------------------------------------------------- steps
-    def _unlabeled_targets(self, batch):
-        """Pseudo-label targets q [U, C] (float32, no gradient), upstream section 4.2: from the
-        online teacher's logits on its clean view, or from stored `probabilities` / `label`."""
-        st, c = self.cfg.student, self.cfg.model.num_classes
-        temp = st.teacher_softmax_temp
-        if self.teacher is not None:
-            d = self.cfg.data
-            t_images = batch["unl_teacher_image"]
-            if not getattr(self.teacher, "takes_uint8", False):  # a SavedModel normalises
-                t_images = normalize(t_images, st.teacher_mean_rgb or d.mean_rgb,
-                                     st.teacher_stddev_rgb or d.stddev_rgb)
-            t_logits = tf.stop_gradient(tf.cast(self.teacher(t_images, training=False),
-                                                tf.float32))
-            if temp != -1:
-                return tf.nn.softmax(t_logits / temp)
-            hard = tf.argmax(t_logits, -1, output_type=tf.int32)
-            return losses.smoothed_onehot(hard, c, self.cfg.train.label_smoothing)
-        if temp != -1:
-            probs = batch["unl_probs"]
-            total = tf.reduce_sum(probs, -1)
-            tf.debugging.assert_positive(
-                total, message="unlabeled record has all-zero `probabilities`: offline "
-                "training with --teacher_softmax_temp needs predicted probabilities (or use "
-                "--teacher_model_name for an online teacher)")
-            sharpened = tf.pow(probs / total[:, None], 1.0 / temp)
-            return sharpened / tf.reduce_sum(sharpened, -1, keepdims=True)
-        labels = batch["unl_label"]
-        tf.debugging.assert_greater_equal(labels, 0, message="unlabeled record has no `label` "
-                                          "(offline hard labels need the filter tool's output)")
-        tf.debugging.assert_less(labels, c, message="unlabeled `label` >= num_label_classes")
-        return losses.smoothed_onehot(labels, c, self.cfg.train.label_smoothing)
-
     def _train_step(self, batch):
         """One replica's step: gradients and metrics (XLA-compiled with jit_compile), then the
         optimizer and EMA updates (outside XLA: they hold cross-replica aggregation)."""
@@ -220,80 +183,9 @@ class Trainer:
             self.ema.update(self.optimizer.iterations)
         return metrics
 
-    def _compute(self, batch):
-        """One replica's gradients and metrics (metrics are summed over replicas).
-
-        Loss (upstream 4.2): L_lab + r * L_unl + weight_decay * sum ||w||^2 / 2, with L_lab the
-        label-smoothed cross-entropy over the B labeled images and L_unl the soft cross-entropy
-        against the pseudo-label targets averaged over the U = ceil(B * p * r) unlabeled ones.
-        Student logits come from one forward pass over [labeled; unlabeled] (shared BN batch).
-        """
-        t, d, st = self.cfg.train, self.cfg.data, self.cfg.student
-        num_replicas = self.strategy.num_replicas_in_sync
-        global_b = t.train_batch_size
-        images = normalize(batch["image"], d.mean_rgb, d.stddev_rgb)
-        labels = batch["label"]
-        step = self.optimizer.iterations
-        seed = tf.stack([tf.cast(t.seed, tf.int64), tf.cast(step, tf.int64)])
-        b_local = tf.shape(labels)[0]
-        if st.enabled:
-            targets = self._unlabeled_targets(batch)
-            unl = normalize(batch["unl_image"], d.mean_rgb, d.stddev_rgb)
-            images = tf.concat([images, unl], axis=0)
-            global_u = st.unlabeled_batch_size(global_b, t.label_data_sample_prob)
-        with tf.GradientTape() as tape:
-            logits = tf.cast(self.model(images, training=True), tf.float32)
-            lab_logits = logits[:b_local]
-            lab_loss = losses.labeled_loss_sum(
-                labels, lab_logits, self.cfg.model.num_classes, t.label_smoothing,
-                t.label_data_sample_prob, seed,
-            ) / global_b
-            data_loss = lab_loss
-            if st.enabled:
-                unl_logits = logits[b_local:]
-                unl_loss = tf.reduce_sum(losses.soft_cross_entropy(targets, unl_logits)) / global_u
-                # upstream weights by the real-valued ratio r, not U / B after the ceiling.
-                data_loss = lab_loss + st.unlabel_ratio * unl_loss
-            wd_loss = t.weight_decay * losses.l2_sum(self._wd_vars)
-            # Gradients are summed over replicas: each replica carries 1/num_replicas of the
-            # (replica-independent) weight-decay term.
-            loss = data_loss + wd_loss / num_replicas
-            if self.cfg.train.use_fp16:
-                scaled = self.optimizer.scale_loss(loss)  # unscaled again in apply()
-        grads = tape.gradient(scaled if self.cfg.train.use_fp16 else loss,
-                              self.model.trainable_variables)
-        probs = tf.nn.softmax(lab_logits)
-        correct = tf.cast(tf.equal(tf.argmax(lab_logits, -1, output_type=tf.int32), labels),
-                          tf.float32)
-        metrics = {
-            "lab/loss": lab_loss,
-            "lab/acc": tf.reduce_sum(correct) / global_b,
-            "lab/pred_prob": tf.reduce_sum(tf.reduce_max(probs, -1)) / global_b,
-            "train/data_loss": data_loss,
-            "train/loss": loss,
-        }
-        if st.enabled:
-            unl_probs = tf.nn.softmax(unl_logits)
-            agree = tf.equal(tf.argmax(unl_logits, -1, output_type=tf.int32), batch["unl_label"])
-            metrics.update({
-                "ext/loss": unl_loss,
-                "unl/pred_prob": tf.reduce_sum(tf.reduce_max(unl_probs, -1)) / global_u,
-                "unl/acc_to_dump": tf.reduce_sum(tf.cast(agree, tf.float32)) / global_u,
-            })
-            if st.teacher_softmax_temp != -1:
-                metrics["unl/target_prob"] = tf.reduce_sum(tf.reduce_max(targets, -1)) / global_u
-        return grads, metrics
-
-    def metric_keys(self) -> tuple:
-        keys = ("lab/loss", "lab/acc", "lab/pred_prob", "train/data_loss", "train/loss")
-        if self.cfg.student.enabled:
-            keys += ("ext/loss", "unl/pred_prob", "unl/acc_to_dump")
-            if self.cfg.student.teacher_softmax_temp != -1:
-                keys += ("unl/target_prob",)
-        return keys
-
-    def _make_train_loop(self):
-        keys = self.metric_keys()
+    def make_train_loop(self):
+        """The tf.function `(iterator, num_steps) -> (metrics, images)` that train() calls."""
+        keys = self.step.metric_names()
         t, m = self.cfg.train, self.cfg.model
         per_replica_batch = t.train_batch_size // self.strategy.num_replicas_in_sync
         k = min(max(t.image_summary_images, 1), per_replica_batch)
@@ -345,7 +237,7 @@ class Trainer:
         # Kept alive with the trainer: destroying a running input pipeline can deadlock in TF
         # 2.21 (see main.py), so it is never torn down mid-process.
         self._train_iterator = iterator
-        train_loop = self._make_train_loop()
+        train_loop = self.make_train_loop()
         writer = self._writer("train")
         save_every = max(t.save_checkpoints_steps, t.iterations_per_loop)
         step, t0, t_last = start, time.time(), time.time()
@@ -412,52 +304,10 @@ class Trainer:
         return self._eval_writer
 
     # ---------------------------------------------------------------- eval
-    def _eval_step_fn(self, batch):
-        """-> [top-1 hits, top-5 hits, images] of one replica's batch."""
-        d, m = self.cfg.data, self.cfg.model
-        images = normalize(batch["image"], d.mean_rgb, d.stddev_rgb)
-        logits = tf.cast(self.eval_model(images, training=False), tf.float32)
-        labels = batch["label"]
-        k = min(5, m.num_classes)
-        return tf.stack([
-            tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32)),
-            tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, k), tf.float32)),
-            tf.cast(tf.shape(labels)[0], tf.float32),
-        ])
-
     def evaluate(self, datasets: dict) -> dict:
-        """Top-1 / top-5 of the EMA weights on each {subset: dataset}; writes eval_results.json
-        and TensorBoard scalars. Returns {subset: {top_1_accuracy, top_5_accuracy, global_step}}.
-        """
+        """Top-1 / top-5 of the EMA weights on each {subset: dataset} (train/evaluate.py)."""
         self.sync_eval_weights()
-        if self._eval_step is None:
-            self._eval_step = tf.function(self._eval_step_fn, reduce_retracing=True,
-                                          jit_compile=self.cfg.train.jit_compile or None)
-        step = self.global_step
-        results = {}
-        for subset, ds in datasets.items():
-            totals = tf.zeros([3])
-            for batch in self.strategy.experimental_distribute_dataset(ds):
-                per_replica = self.strategy.run(self._eval_step, args=(batch,))
-                totals += self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-            top1, top5, count = (float(x) for x in totals.numpy())
-            if count == 0:
-                raise UserInputError(f"eval subset {subset!r} has no images")
-            results[subset] = {
-                "top_1_accuracy": top1 / count,
-                "top_5_accuracy": top5 / count,
-                "global_step": step,
-                "num_images": int(count),
-            }
-            logging.info("%s, results: %s", subset, results[subset])
-        writer = self._writer("eval")
-        if writer is not None:
-            with writer.as_default(step=step):
-                for subset, r in results.items():
-                    tf.summary.scalar(f"{subset}/top_1_accuracy", r["top_1_accuracy"])
-                    tf.summary.scalar(f"{subset}/top_5_accuracy", r["top_5_accuracy"])
-            writer.flush()
-        if self.cfg.train.model_dir:
-            io_utils.write_json_atomic(
-                os.path.join(self.cfg.train.model_dir, EVAL_RESULTS), results)
-        return results
+        if self._evaluator is None:
+            self._evaluator = evaluate_lib.Evaluator(self.cfg, self.eval_model, self.strategy,
+                                                     lambda: self._writer("eval"))
+        return self._evaluator.evaluate(datasets, self.global_step)

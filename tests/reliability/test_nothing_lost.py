@@ -104,9 +104,9 @@ def held_by_another_process(directory, name=".lock"):
     """A child process holding `directory`'s lock `name`; yields its PID, then kills it."""
     holder = subprocess.Popen(
         [sys.executable, "-c", (
-            "import sys, time; sys.path.insert(0, %r); from noisy_student_tf import locks; "
+            "import time; from noisy_student_tf import locks; "
             "locks.lock_dir(%r, 'x', name=%r); print('locked', flush=True); time.sleep(60)")
-         % (os.path.dirname(os.path.dirname(HERE)), str(directory), name)],
+         % (str(directory), name)],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"

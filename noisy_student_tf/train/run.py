@@ -1,0 +1,268 @@
+"""main.py's runs as library functions: a training run (with evaluation), an evaluation of a
+checkpoint, prediction shards and a SavedModel export. Each takes config objects (never FLAGS),
+owns its model_dir lock and turns a failure on bad data into one BadDataError naming the file
+and record.
+"""
+
+import dataclasses
+import os
+from typing import Callable, List, Optional, Tuple
+
+import tensorflow as tf
+from absl import logging
+
+from noisy_student_tf import distribute, io_utils, locks
+from noisy_student_tf.config import ExportConfig, ModelConfig, RunConfig
+from noisy_student_tf.data import framing, pipeline, validate
+from noisy_student_tf.errors import BadDataError, UserInputError
+from noisy_student_tf.train import checkpoints
+from noisy_student_tf.train.evaluate import EVAL_RESULTS
+from noisy_student_tf.train.loop import Trainer
+
+# (kind, files, num_classes) of a run's inputs, for naming a bad record after a failure.
+Inputs = List[Tuple[str, List[str], int]]
+
+
+def _prepare_model_dir(model_dir: str) -> None:
+    """Creates model_dir, checks it is writable, takes its lock (the chief only) and removes
+    what killed runs left there."""
+    try:
+        tf.io.gfile.makedirs(model_dir)
+        probe = os.path.join(model_dir, f".write-test-{os.getpid()}")
+        with tf.io.gfile.GFile(probe, "w") as f:
+            f.write("")
+        tf.io.gfile.remove(probe)
+    except (tf.errors.OpError, OSError) as e:
+        raise UserInputError(f"--model_dir={model_dir!r} is not writable ({e})") from None
+    if distribute.is_chief():
+        locks.lock_dir(model_dir, f"--model_dir={model_dir!r}")
+        checkpoints.clean_leftovers(model_dir)
+
+
+def _input_config(cfg: RunConfig) -> pipeline.InputConfig:
+    d, m, t = cfg.data, cfg.model, cfg.train
+    return pipeline.InputConfig(
+        image_size=m.image_size, num_classes=m.num_classes, small_image=m.small_image_model,
+        flip=d.flip, use_cache=d.use_cache, num_train_shards=d.num_train_shards,
+        deterministic=d.deterministic, seed=t.seed, augment=d.augment)
+
+
+def _eval_files(cfg: RunConfig) -> dict:
+    out = {}
+    for subset, patterns in pipeline.EVAL_PATTERNS.items():
+        files = pipeline.list_files(cfg.data.label_data_dir, patterns)
+        if files:
+            out[subset] = files
+        else:
+            logging.warning("No %s files (%s) in %s; skipping that subset", subset,
+                            "/".join(patterns), cfg.data.label_data_dir)
+    return out
+
+
+def _eval_datasets(cfg: RunConfig, in_cfg: pipeline.InputConfig, files: dict) -> dict:
+    if not files:
+        raise UserInputError(f"--label_data_dir={cfg.data.label_data_dir!r} has no dev*, "
+                             "validation* or test* files to evaluate")
+    return {subset: pipeline.eval_dataset(f, in_cfg, cfg.train.eval_batch_size)
+            for subset, f in files.items()}
+
+
+def skip_bad_records(inputs: Inputs, model_dir: str, step: int) -> pipeline.SkipList:
+    """--skip_corrupt_records: checks every input record once, logs each bad one and the count
+    (also to TensorBoard as data/skipped_records), and returns the pipeline's SkipList."""
+    report = validate.ScanReport()
+    for kind, files, num_classes in inputs:
+        part = validate.scan(files, kind, num_classes)
+        report.records += part.records
+        report.bad.extend(part.bad)
+    for bad in report.bad:
+        logging.warning("skipping %s", bad)
+    lost = sum(1 for b in report.bad if not b.unreadable_rest)
+    cut = sum(1 for b in report.bad if b.unreadable_rest)
+    logging.warning("--skip_corrupt_records: %d of %d records skipped%s", lost, report.records,
+                    f", and {cut} file(s) read only up to a corrupt record" if cut else "")
+    if model_dir:
+        with tf.summary.create_file_writer(model_dir).as_default(step=step):
+            tf.summary.scalar("data/skipped_records", lost)
+            tf.summary.scalar("data/truncated_files", cut)
+    return pipeline.SkipList.from_report(report)
+
+
+def _bad_data(error: tf.errors.OpError, inputs: Inputs) -> BadDataError:
+    """A failure on bad records (CRC, undecodable bytes, labels out of range) as one line: our
+    in-graph checks say what is wrong; otherwise the inputs are scanned for the culprit."""
+    ours = [ln.strip() for ln in error.message.splitlines()
+            if "unlabeled record has" in ln or "unlabeled `label`" in ln]
+    if ours:
+        return BadDataError(f"bad input data: {ours[0].split('Condition')[0].strip()}")
+    where = None
+    if inputs:
+        logging.warning("the input pipeline failed; checking the input records to name the "
+                        "bad one")
+        bad = validate.find_first_bad(inputs)
+        where = str(bad) if bad else None
+    first = (error.message.strip().splitlines() or [type(error).__name__])[0]
+    return BadDataError(f"bad input data: {where or first}" + (
+        "; rerun with --skip_corrupt_records to leave bad records out" if where else ""))
+
+
+def _student_inputs(cfg: RunConfig, strategy) -> Tuple[List[str], int]:
+    """The unlabeled files and per-replica unlabeled batch of a Noisy Student run."""
+    st, t, d = cfg.student, cfg.train, cfg.data
+    unl_files = pipeline.unlabeled_files(st.unlabel_data_dir)
+    if not d.skip_corrupt_records and framing.require(unl_files) == 0:
+        raise UserInputError(f"--unlabel_data_dir={st.unlabel_data_dir!r}: its {len(unl_files)} "
+                             f"file(s) hold no records (first: {unl_files[0]})")
+    global_unl = st.unlabeled_batch_size(t.train_batch_size, t.label_data_sample_prob)
+    replicas = strategy.num_replicas_in_sync
+    if global_unl % replicas:
+        raise UserInputError(
+            f"the unlabeled batch ceil(train_batch_size * label_data_sample_prob * "
+            f"unlabel_ratio) = {global_unl} is not divisible by the {replicas} replicas")
+    if st.teacher is None:
+        validate.check_offline_targets(unl_files, st.teacher_softmax_temp != -1,
+                                       st.teacher_softmax_temp)
+    logging.info("Noisy Student: %d labeled + %d unlabeled images per step, %s teacher",
+                 t.train_batch_size, global_unl,
+                 "online" if st.teacher else "offline (stored predictions)")
+    return unl_files, global_unl // replicas
+
+
+def train_and_evaluate(cfg: RunConfig, strategy, evaluate: bool = True,
+                       flag_values: Optional[dict] = None,
+                       stop_requested: Optional[Callable[[], bool]] = None) -> dict:
+    """Trains cfg's model in cfg.train.model_dir (resuming from its newest checkpoint) and,
+    with `evaluate`, evaluates every steps_per_eval steps and at the end. Returns the last
+    {subset: results} ({} without evaluation). `flag_values` goes to FLAGS.json.
+
+    Raises Preempted when stop_requested() turns true (after a checkpoint), UserInputError or
+    BadDataError on bad input."""
+    d, m, t, st = cfg.data, cfg.model, cfg.train, cfg.student
+    _prepare_model_dir(t.model_dir)
+    logging.info("Config: %s", cfg)
+    in_cfg = _input_config(cfg)
+    trainer = Trainer(cfg, strategy)
+    eval_files = _eval_files(cfg) if evaluate else {}
+    # Restore (or check there is nothing to restore) before writing anything, so a run that
+    # cannot resume stops with its files as they were.
+    trainer.resume()
+    io_utils.write_json_atomic(os.path.join(t.model_dir, "FLAGS.json"), flag_values or {})
+    io_utils.write_json_atomic(os.path.join(t.model_dir, "run_config.json"),
+                               dataclasses.asdict(cfg))
+    files = pipeline.train_files(d.label_data_dir, d.num_train_shards)
+    if not d.skip_corrupt_records and framing.require(files) == 0:
+        raise UserInputError(f"--label_data_dir={d.label_data_dir!r}: its {len(files)} "
+                             f"training file(s) hold no records (first: {files[0]})")
+    replicas = strategy.num_replicas_in_sync
+    if t.train_batch_size % replicas:
+        raise UserInputError(f"--train_batch_size={t.train_batch_size} is not divisible by the "
+                             f"{replicas} replicas")
+    per_replica_batch = t.train_batch_size // replicas
+    inputs: Inputs = [("labeled", files, m.num_classes)]
+    unl_files, per_replica_unl = None, 0
+    if st.enabled:
+        unl_files, per_replica_unl = _student_inputs(cfg, strategy)
+        inputs.append(("unlabeled", unl_files, m.num_classes))
+    inputs += [("labeled", f, m.num_classes) for f in eval_files.values()]
+    if d.skip_corrupt_records:
+        in_cfg = dataclasses.replace(in_cfg, skip=skip_bad_records(inputs, t.model_dir,
+                                                                   trainer.global_step))
+
+    def dataset_fn(ctx):
+        # A resumed run draws a fresh shuffle order and augmentation stream.
+        run_cfg = dataclasses.replace(in_cfg, seed=pipeline.resume_seed(t.seed,
+                                                                         trainer.global_step))
+        if trainer.global_step:
+            logging.info("Resuming at step %d: input pipeline seed %d", trainer.global_step,
+                         run_cfg.seed)
+        labeled = pipeline.labeled_train_dataset(files, run_cfg, per_replica_batch, ctx)
+        if not st.enabled:
+            return labeled
+        unlabeled = pipeline.unlabeled_train_dataset(
+            unl_files, run_cfg, per_replica_unl, st.unl_augment,
+            teacher_size=st.teacher.image_size if st.teacher else None, input_context=ctx)
+        return pipeline.zip_labeled_unlabeled(labeled, unlabeled)
+
+    results = {}
+    try:
+        eval_fn = None
+        if evaluate:
+            datasets = _eval_datasets(cfg, in_cfg, eval_files)
+            eval_fn = lambda step: results.update(trainer.evaluate(datasets))  # noqa: E731
+        trainer.train(dataset_fn, eval_fn, stop_requested=stop_requested)
+        if evaluate and not results:  # finished earlier: report anyway
+            results = trainer.evaluate(datasets)
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+        raise _bad_data(e, inputs) from None
+    return results
+
+
+def evaluate_checkpoint(cfg: RunConfig, strategy) -> dict:
+    """Top-1/top-5 of the newest checkpoint in cfg.train.model_dir (EMA weights) on its dev and
+    test files; writes eval_results.json."""
+    _prepare_model_dir(cfg.train.model_dir)
+    in_cfg = _input_config(cfg)
+    trainer = Trainer(cfg, strategy)
+    eval_files = _eval_files(cfg)
+    inputs: Inputs = [("labeled", f, cfg.model.num_classes) for f in eval_files.values()]
+    if cfg.data.skip_corrupt_records:
+        in_cfg = dataclasses.replace(in_cfg, skip=skip_bad_records(
+            inputs, cfg.train.model_dir, trainer.global_step))
+    trainer.restore(require=True)
+    try:
+        return trainer.evaluate(_eval_datasets(cfg, in_cfg, eval_files))
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+        raise _bad_data(e, inputs) from None
+
+
+def format_results(results: dict, model_dir: str) -> str:
+    lines = [f"{'subset':<8}{'top-1':>8}{'top-5':>8}{'images':>8}  step (EMA weights, "
+             f"{os.path.join(model_dir, EVAL_RESULTS)})"]
+    for subset, r in results.items():
+        lines.append(f"{subset:<8}{r['top_1_accuracy']:>8.4f}{r['top_5_accuracy']:>8.4f}"
+                     f"{r['num_images']:>8d}  {r['global_step']}")
+    return "\n".join(lines)
+
+
+def predict(model_cfg: ModelConfig, pcfg, checkpoint_path: str, strategy) -> list:
+    """--mode=predict: teacher predictions (or reassigned labels) for shards of unlabeled
+    records, upstream's files (pseudo/predict.py); returns the output paths."""
+    import json
+
+    from noisy_student_tf import teacher
+    from noisy_student_tf.pseudo import predict as predict_lib, provenance
+
+    pcfg = dataclasses.replace(pcfg, model_fingerprint=json.dumps(
+        provenance.model_fingerprint(checkpoint_path)))
+    inputs: Inputs = [("image", [pcfg.input_path(s) for s in pcfg.shard_ids],
+                       model_cfg.num_classes)]
+    with strategy.scope():
+        model = teacher.load_teacher(model_cfg, checkpoint_path, flag="predict_ckpt_path")
+    try:
+        return predict_lib.run_prediction(model, pcfg, strategy)
+    except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
+        raise _bad_data(e, inputs) from None
+
+
+def export(model_cfg: ModelConfig, mean_rgb, stddev_rgb, ecfg: ExportConfig,
+           task_name: str) -> Tuple[str, str]:
+    """--mode=export: the newest checkpoint of ecfg.model_dir (EMA weights unless told) as a
+    SavedModel with `serving_default` (encoded image bytes), `serving_images` (uint8) and
+    `logits` signatures (interop/saved_model.py). Returns (checkpoint, export path)."""
+    from noisy_student_tf import teacher
+    from noisy_student_tf.interop import saved_model
+
+    ckpt = (checkpoints.latest(ecfg.model_dir) if tf.io.gfile.isdir(ecfg.model_dir) else None)
+    if ckpt is None:
+        raise UserInputError(f"--model_dir={ecfg.model_dir!r} has no checkpoint to export")
+    model = teacher.load_teacher(model_cfg, ckpt, flag="model_dir",
+                                 use_ema=ecfg.moving_average)
+    info = {"model": dataclasses.asdict(model_cfg),
+            "data": {"task_name": task_name, "mean_rgb": list(mean_rgb),
+                     "stddev_rgb": list(stddev_rgb)},
+            "checkpoint": ckpt, "ema_weights": ecfg.moving_average}
+    path = saved_model.export_saved_model(
+        model, ecfg.export_dir, image_size=model_cfg.image_size,
+        small_image=model_cfg.small_image_model, mean_rgb=mean_rgb, stddev_rgb=stddev_rgb,
+        top_k=ecfg.top_k, run_config=info)
+    return ckpt, path
