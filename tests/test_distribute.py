@@ -11,7 +11,7 @@ import pytest
 from noisy_student_tf import distribute
 from noisy_student_tf.errors import UserInputError
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_auto_strategy_resolution(monkeypatch):
@@ -32,8 +32,8 @@ def test_auto_strategy_resolution(monkeypatch):
 def test_mirrored_two_cpus_matches_single_device(mode):
     # teacher_xla: online teacher, forward/backward XLA-compiled per replica (--jit_compile).
     args = ["--teacher", "--jit"] if mode == "teacher_xla" else []
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "distributed_check.py"), *args],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "tests.distributed_check", *args],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     mirrored, single = np.array(result["mirrored"]), np.array(result["single"])
@@ -44,8 +44,8 @@ def test_mirrored_two_cpus_matches_single_device(mode):
 
 @pytest.mark.e2e
 def test_mirrored_prediction_matches_single_device_in_order():
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "distributed_check.py"),
-                           "--predict"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "tests.distributed_check", "--predict"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     mirrored, single = np.array(result["mirrored"]), np.array(result["single"])

@@ -192,6 +192,9 @@ def test_offline_loop_predicts_filters_and_trains_from_records(tmp_path):
     pseudo_data.write_predictions(os.path.join(off2, "pseudo_1", "predict_label"),
                                   os.path.join(off2, "pseudo_1", "info"), 4,
                                   [np.full((n, 10), 0.1, np.float32) for n in sizes])
+    # made by the same teacher with the same settings as round 1's (so they are not stale)
+    shutil.copy(os.path.join(pseudo, "predict_label", "predict_settings.json"),
+                os.path.join(off2, "pseudo_1", "predict_label"))
     proc = run_loop(f"--output_dir={off2}", f"--data_cache_dir={tmp_path / 'cache'}",
                     *TINY, "--teacher_mode=offline", "--filter_min_threshold=0.9", check=False)
     assert "[teacher] already done" in proc.stderr
