@@ -1,7 +1,7 @@
 """absl flags of tools/filter_unlabel.py: upstream filter_unlabel.py's 23 (same names, types and
 defaults; its 0/1 integer switches stay integers) and this port's additions."""
 
-from absl import flags
+from absl import flags, logging
 
 from flags.main_flags import _Definer
 
@@ -57,3 +57,24 @@ def define_filter_flags(flag_values=None) -> None:
                   "settings (thresholds, formats, seed, other predictions; "
                   "output_dir/filter_settings.json), remove them and filter again. Off: such a "
                   "rerun stops with one line.")
+
+
+def filter_config_from_flags(fv):
+    """The filter tool's flags -> FilterConfig (the only reader of its flags)."""
+    from noisy_student_tf.pseudo.filter_config import FilterConfig
+
+    for name, why in FILTER_NO_EFFECT_FLAGS.items():
+        if fv[name].value != fv[name].default:
+            logging.warning("--%s has no effect: %s", name, why)
+    return FilterConfig(
+        input_dir=fv.input_dir, prediction_dir=fv.prediction_dir, info_dir=fv.info_dir,
+        prelim_stats_dir=fv.prelim_stats_dir, output_dir=fv.output_dir,
+        num_shards=fv.num_shards, only_use_num_shards=fv.only_use_num_shards,
+        shard_id=fv.shard_id, num_image=fv.num_image, total_replicas=fv.total_replicas,
+        task=fv.task, debug=bool(fv.debug), min_threshold=fv.min_threshold,
+        max_prob=fv.max_prob, num_label_classes=fv.num_label_classes,
+        upsample=bool(fv.upsample), only_get_stats=bool(fv.only_get_stats),
+        file_prefix=fv.file_prefix, use_top=bool(fv.use_top), use_all=fv.use_all,
+        probabilities_format=fv.probabilities_format, top_k=fv.top_k,
+        copies_format=fv.copies_format, seed=fv.seed, save_samples=fv.save_samples,
+        redo_changed=fv.redo_changed)

@@ -25,3 +25,15 @@ def digits_dir(tmp_path_factory):
     from noisy_student_tf.data import digits
 
     return digits.prepare(str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture()
+def fv():
+    """A fresh FlagValues with main.py's definitions (absl.flags.FLAGS is left untouched)."""
+    from absl import flags as absl_flags
+
+    from flags.main_flags import define_main_flags
+
+    values = absl_flags.FlagValues()
+    define_main_flags(values)
+    return values

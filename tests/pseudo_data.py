@@ -63,3 +63,31 @@ def read_records(path):
     for s in tf.data.TFRecordDataset(path):
         out.append(tf.train.Example.FromString(s.numpy()).features.feature)
     return out
+
+
+# Synthetic inputs of the filter tool: 3 shards of unlabeled records with their predictions.
+SIZES = [700, 650, 800]
+C = 5
+
+
+def make_inputs(root, workers=1, seed=0, sizes=SIZES):
+    rng = np.random.default_rng(seed)
+    probs = [random_probs(rng, n, C) for n in sizes]
+    write_raw_shards(os.path.join(root, "unl"), len(sizes), sizes)
+    write_predictions(os.path.join(root, "pred"), os.path.join(root, "info"),
+                      len(sizes), probs, workers)
+    return probs
+
+
+def filter_config(root, out="filter", **kw):
+    """A FilterConfig over make_inputs(root)'s files, outputs in root/out."""
+    base = dict(input_dir=os.path.join(root, "unl"), prediction_dir=os.path.join(root, "pred"),
+                info_dir=os.path.join(root, "info"),
+                prelim_stats_dir=os.path.join(root, out, "prelim"),
+                output_dir=os.path.join(root, out), num_shards=len(SIZES), num_image=250,
+                min_threshold=0.3, num_label_classes=C, file_prefix="extra", task=0,
+                shuffle_buffer=100)
+    base.update(kw)
+    from noisy_student_tf.pseudo.filter_config import FilterConfig
+
+    return FilterConfig(**base)

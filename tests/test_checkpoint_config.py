@@ -7,22 +7,13 @@ import json
 import os
 
 import pytest
-from absl import flags as absl_flags
 
 from flags.config import export_model_config, predict_config_from_flags, run_config_from_flags
-from flags.main_flags import define_main_flags
 from noisy_student_tf.config import DataConfig, ModelConfig, RunConfig
 from noisy_student_tf.data import task_info
 from noisy_student_tf.errors import UserInputError
 
 DIGITS = task_info.get_task_info("digits")
-
-
-@pytest.fixture()
-def fv():
-    values = absl_flags.FlagValues()
-    define_main_flags(values)
-    return values
 
 
 def parse(fv, *args):

@@ -6,22 +6,7 @@ import tensorflow as tf
 
 from noisy_student_tf.data import augment, digits, pipeline, preprocess, records, task_info
 from noisy_student_tf.errors import UserInputError
-
-
-def write_dataset(directory, subsets, size=(40, 48), num_classes=3, fmt="jpeg", seed=0):
-    """Writes upstream-format labeled shards: {prefix: num_images}. Returns labels per prefix."""
-    rng = np.random.RandomState(seed)
-    out = {}
-    for prefix, n in subsets.items():
-        labels = rng.randint(0, num_classes, n)
-        serialized = []
-        for y in labels:
-            img = rng.randint(0, 256, size + (3,)).astype(np.uint8)
-            enc = (tf.io.encode_png(img) if fmt == "png" else tf.io.encode_jpeg(img)).numpy()
-            serialized.append(records.labeled_example(enc, int(y) + 1))
-        records.write_shards(str(directory), prefix, serialized, 2)
-        out[prefix] = labels
-    return out
+from tests.helpers import write_dataset
 
 
 def test_digits_split_is_fixed_and_disjoint():

@@ -13,7 +13,7 @@ import tensorflow as tf
 from noisy_student_tf import teacher
 from noisy_student_tf.data import preprocess, records
 from tests import pseudo_data
-from tests.test_main_e2e import TINY, run_main
+from tests.helpers import LOOP_TINY, TINY, run_loop, run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.e2e
@@ -135,7 +135,6 @@ def test_exported_model_as_teacher(exported, digits_dir, tmp_path):
     np.testing.assert_allclose(outs["saved"], outs["ckpt"], atol=1e-5)
 
     # The loop driver starts from it (no teacher stage); its student trains online against it.
-    from tests.test_loop_driver import TINY as LOOP_TINY, run_loop
 
     out = tmp_path / "loop"
     proc = run_loop(f"--output_dir={out}", f"--data_cache_dir={tmp_path / 'cache'}", *LOOP_TINY,

@@ -17,6 +17,7 @@ from noisy_student_tf.errors import UserInputError
 from noisy_student_tf.pseudo import filter as filter_lib
 from noisy_student_tf.pseudo import selection
 from tests import pseudo_data
+from tests.pseudo_data import C, filter_config as config, make_inputs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -101,28 +102,6 @@ def test_copies_round_at_random_to_num_image_in_expectation():
 
 
 # ---------------------------------------------------------------- the tool on synthetic shards
-SIZES = [700, 650, 800]
-C = 5
-
-
-def make_inputs(root, workers=1, seed=0, sizes=SIZES):
-    rng = np.random.default_rng(seed)
-    probs = [pseudo_data.random_probs(rng, n, C) for n in sizes]
-    pseudo_data.write_raw_shards(os.path.join(root, "unl"), len(sizes), sizes)
-    pseudo_data.write_predictions(os.path.join(root, "pred"), os.path.join(root, "info"),
-                                  len(sizes), probs, workers)
-    return probs
-
-
-def config(root, out="filter", **kw):
-    base = dict(input_dir=os.path.join(root, "unl"), prediction_dir=os.path.join(root, "pred"),
-                info_dir=os.path.join(root, "info"),
-                prelim_stats_dir=os.path.join(root, out, "prelim"),
-                output_dir=os.path.join(root, out), num_shards=len(SIZES), num_image=250,
-                min_threshold=0.3, num_label_classes=C, file_prefix="extra", task=0,
-                shuffle_buffer=100)
-    base.update(kw)
-    return filter_lib.FilterConfig(**base)
 
 
 def run_all(cfg, shards=None):

@@ -5,56 +5,12 @@ import pytest
 from absl import flags as absl_flags
 
 from flags.config import run_config_from_flags
-from flags.main_flags import define_main_flags
 from noisy_student_tf.errors import UserInputError
+from tests.helpers import write_dataset
+from tests.upstream_flags import UPSTREAM_MAIN, UPSTREAM_PREDICT
 
 # (name, absl flag type, default) of upstream main.py (59 flags) and predict_label.py (10).
-UPSTREAM_MAIN = [
-    ("task_name", "string", "imagenet"), ("label_data_dir", "string", None),
-    ("model_dir", "string", None), ("init_model", "bool", False),
-    ("init_model_path", "string", None), ("model_name", "string", "efficientnet-b0"),
-    ("mode", "string", "train_and_eval"), ("train_steps", "int", 109474),
-    ("input_image_size", "int", None), ("train_ratio", "float", 1.0),
-    ("train_batch_size", "int", 4096), ("eval_batch_size", "int", 8),
-    ("use_tpu", "bool", True), ("master", "string", None), ("tpu", "string", None),
-    ("gcp_project", "string", None), ("tpu_zone", "string", None),
-    ("num_train_images", "int", None), ("num_eval_images", "int", None),
-    ("num_test_images", "int", None), ("steps_per_eval", "int", 3000),
-    ("skip_host_call", "bool", False), ("iterations_per_loop", "int", 1000),
-    ("data_format", "string", "channels_last"), ("num_label_classes", "int", 1000),
-    ("transpose_input", "bool", True), ("use_bfloat16", "bool", True),
-    ("base_learning_rate", "float", 0.016), ("moving_average_decay", "float", 0.9999),
-    ("weight_decay", "float", 1e-5), ("label_smoothing", "float", 0.1),
-    ("dropout_rate", "float", None), ("stochastic_depth_rate", "float", None),
-    ("log_step_count_steps", "int", 64), ("use_cache", "bool", True),
-    ("depth_coefficient", "float", None), ("width_coefficient", "float", None),
-    ("debug", "int", 0), ("unlabel_data_dir", "string", ""), ("unlabel_ratio", "float", 0),
-    ("teacher_softmax_temp", "float", -1), ("train_last_step_num", "int", -1),
-    ("teacher_model_name", "string", None), ("teacher_model_path", "string", None),
-    ("augment_name", "string", None), ("remove_aug", "bool", False),
-    ("save_checkpoints_steps", "int", 1000), ("fix_layer_num", "int", -1),
-    ("randaug_mag", "int", 27), ("randaug_layer", "int", 2),
-    ("num_shards_per_group", "int", -1), ("label_data_sample_prob", "float", 1),
-    ("num_tpu_cores", "int", None), ("unl_aug", "string", "default"),
-    ("cutout_op", "bool", True), ("small_image_model", "bool", False),
-    ("final_base_lr", "float", None), ("num_train_shards", "int", None),
-    ("keep_checkpoint_max", "int", 5),
-]
-UPSTREAM_PREDICT = [
-    ("predict_ckpt_path", "string", ""), ("output_dir", "string", ""),
-    ("info_dir", "string", ""), ("num_shards", "int", 128), ("shard_id", "string", "0"),
-    ("total_replicas", "int", 1), ("worker_id", "int", 0), ("reassign_label", "bool", False),
-    ("data_type", "string", "tfrecord"), ("file_prefix", "string", "train"),
-]
 ABSL_TYPES = {"string": "string", "int": "int", "float": "float", "bool": "bool"}
-
-
-@pytest.fixture()
-def fv():
-    """A fresh FlagValues with our definitions (absl.flags.FLAGS is left untouched)."""
-    values = absl_flags.FlagValues()
-    define_main_flags(values)
-    return values
 
 
 def test_upstream_flag_count():
@@ -98,7 +54,6 @@ def test_svhn_forces_small_image(fv, tmp_path):
 
 
 def test_custom_task_counts_records(fv, tmp_path):
-    from tests.test_data import write_dataset
 
     write_dataset(tmp_path, {"train": 5, "dev": 2}, num_classes=4)
     parse(fv, "--task_name=custom", f"--label_data_dir={tmp_path}", f"--model_dir={tmp_path}",
@@ -116,7 +71,6 @@ def test_custom_task_counts_records(fv, tmp_path):
     (["--noflip"], False),
 ])
 def test_custom_flip_rule(fv, tmp_path, args, flip):
-    from tests.test_data import write_dataset
 
     write_dataset(tmp_path, {"train": 2}, num_classes=4)
     parse(fv, "--task_name=custom", f"--label_data_dir={tmp_path}", f"--model_dir={tmp_path}",

@@ -12,22 +12,10 @@ import numpy as np
 import pytest
 
 from tests import pseudo_data
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--train_steps=4", "--train_batch_size=8", "--model_scale=0.2", "--unlabel_ratio=1",
-        "--labels_per_class=3"]
-
-pytestmark = pytest.mark.e2e
+from tests.helpers import LOOP_TINY as TINY, ROOT, run_loop
 
 
-def run_loop(*args, check=True):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "run_noisy_student.py"),
-                           *args], capture_output=True, text=True, env=env, timeout=900)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-2000:]}"
-                             f"\n{proc.stderr[-3000:]}")
-    return proc
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # whole loops: minutes
 
 
 def test_loop_writes_summary_and_skips_done_stages(tmp_path):

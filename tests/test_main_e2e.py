@@ -3,27 +3,13 @@
 import glob
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.test_flags import UPSTREAM_MAIN, UPSTREAM_PREDICT
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--width_coefficient=0.1", "--depth_coefficient=0.1", "--train_batch_size=8",
-        "--iterations_per_loop=2", "--save_checkpoints_steps=2", "--eval_batch_size=100"]
+from tests.helpers import TINY, assert_one_line_error, run_main
+from tests.upstream_flags import UPSTREAM_MAIN, UPSTREAM_PREDICT
 
 pytestmark = pytest.mark.e2e
-
-
-def run_main(*args, check=True):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stderr[-3000:]}")
-    return proc
 
 
 def test_train_and_eval_then_resume_then_eval(tmp_path, digits_dir):
@@ -70,13 +56,6 @@ def test_tensorboard_scalars_use_upstream_names(tmp_path, digits_dir):
             "train/data_loss", "train/epoch"} <= tags
 
 
-def _one_line_error(proc, needle):
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = [ln for ln in proc.stderr.strip().splitlines() if "error:" in ln]
-    assert len(lines) == 1 and needle in lines[0], proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-
-
 @pytest.mark.parametrize("args,needle", [
     (["--task_name=custom", "--label_data_dir=/nonexistent/dir"], "/nonexistent/dir"),
     (["--task_name=digits", "--model_name=efficientnet-b9"], "efficientnet-b9"),
@@ -88,7 +67,7 @@ def _one_line_error(proc, needle):
 def test_bad_input_is_one_line(tmp_path, digits_dir, args, needle):
     proc = run_main(f"--model_dir={tmp_path / 'm'}", f"--data_cache_dir={tmp_path}", *args,
                     check=False)
-    _one_line_error(proc, needle)
+    assert_one_line_error(proc, needle)
 
 
 def test_empty_data_dir_and_unwritable_model_dir(tmp_path, digits_dir):
@@ -96,12 +75,12 @@ def test_empty_data_dir_and_unwritable_model_dir(tmp_path, digits_dir):
     empty.mkdir()
     proc = run_main("--task_name=custom", f"--label_data_dir={empty}",
                     f"--model_dir={tmp_path / 'm'}", "--num_label_classes=3", check=False)
-    _one_line_error(proc, "no training files")
+    assert_one_line_error(proc, "no training files")
     blocker = tmp_path / "file"
     blocker.write_text("x")
     proc = run_main("--task_name=digits", f"--label_data_dir={digits_dir}",
                     f"--model_dir={blocker / 'sub'}", check=False)
-    _one_line_error(proc, "model_dir")
+    assert_one_line_error(proc, "model_dir")
 
 
 def test_helpfull_lists_every_upstream_flag():
@@ -130,4 +109,4 @@ def test_randaugment_run_shows_images_in_tensorboard(tmp_path, digits_dir):
 def test_bad_augment_name_is_one_line(tmp_path, digits_dir):
     proc = run_main("--task_name=digits", f"--label_data_dir={digits_dir}",
                     f"--model_dir={tmp_path / 'm'}", "--augment_name=v7", check=False)
-    _one_line_error(proc, "augment_name='v7'")
+    assert_one_line_error(proc, "augment_name='v7'")

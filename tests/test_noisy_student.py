@@ -15,7 +15,7 @@ from noisy_student_tf.teacher import load_teacher
 from noisy_student_tf.train import losses
 from noisy_student_tf.data.preprocess import normalize
 from noisy_student_tf.train.loop import Trainer
-from tests.test_trainer import dataset_fn, tiny_config
+from tests.helpers import dataset_fn, tiny_config
 
 U = 8  # ceil(4 * 1.0 * 2.0)
 

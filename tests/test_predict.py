@@ -7,26 +7,21 @@ import os
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from absl import flags as absl_flags
 
+from flags.filter_flags import define_filter_flags, filter_config_from_flags
 from noisy_student_tf.data import preprocess, records
 from noisy_student_tf.errors import UserInputError
-from noisy_student_tf.models import efficientnet
+from noisy_student_tf.pseudo import filter as filter_lib
 from noisy_student_tf.pseudo import predict as predict_lib
 from tests import pseudo_data
-from tests.test_main_e2e import TINY, run_main
+from tests.helpers import TINY, run_main, tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MEAN, STD = (127.0,) * 3, (60.0,) * 3
-
-
-def tiny_model():
-    keras.utils.set_random_seed(0)
-    return efficientnet.build_model("efficientnet-b0", 3, width_coefficient=0.1,
-                                    depth_coefficient=0.1, small_image_model=True)
 
 
 def pcfg(root, **kw):
@@ -155,17 +150,22 @@ def test_predict_filter_then_offline_student_via_the_commands(tmp_path, digits_d
     assert proc.stderr.strip().splitlines()[-1].startswith("main.py: error: --predict_ckpt_path")
 
     out = str(tmp_path / "filter")
-    for stats in (1, 0):
-        for s in (3, 2, 1, 0):
-            p = subprocess.run(
-                [sys.executable, os.path.join(ROOT, "tools", "filter_unlabel.py"),
-                 f"--input_dir={digits_dir}", f"--prediction_dir={pred}", f"--info_dir={info}",
+    flag_args = [f"--input_dir={digits_dir}", f"--prediction_dir={pred}", f"--info_dir={info}",
                  f"--prelim_stats_dir={out}/prelim", f"--output_dir={out}", "--num_shards=4",
-                 f"--shard_id={s}", "--task=0", f"--only_get_stats={stats}",
-                 "--num_label_classes=10", "--num_image=60", "--copies_format=feature",
-                 "--probabilities_format=topk", "--top_k=3"],
-                capture_output=True, text=True, cwd=ROOT, timeout=300)
-            assert p.returncode == 0, p.stderr[-2000:]
+                 "--task=0", "--num_label_classes=10", "--num_image=60",
+                 "--copies_format=feature", "--probabilities_format=topk", "--top_k=3"]
+    for stats in (1, 0):
+        # Shards 3..1 in this process (the tool's own flags -> FilterConfig), shard 0 (the
+        # master, which merges in pass 1) through the command, as a user runs it.
+        fv = absl_flags.FlagValues()
+        define_filter_flags(fv)
+        fv(["filter_unlabel.py", *flag_args, f"--only_get_stats={stats}"])
+        for s in (3, 2, 1):
+            filter_lib.run(dataclasses.replace(filter_config_from_flags(fv), shard_id=s))
+        p = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "filter_unlabel.py"),
+                            *flag_args, "--shard_id=0", f"--only_get_stats={stats}"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert p.returncode == 0, p.stderr[-2000:]
     final = json.load(open(os.path.join(out, "stats", "final_stats.json")))
     # A 2-step teacher predicts few classes; each predicted class is balanced to num_image in
     # expectation (random rounding: standard deviation <= sqrt(60) ~ 7.7; 35 is 4.5 of them).

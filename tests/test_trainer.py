@@ -9,32 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from noisy_student_tf.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from noisy_student_tf.models import efficientnet
 from noisy_student_tf.train.loop import Trainer
-
-
-def tiny_config(model_dir="", **train):
-    defaults = dict(model_dir=model_dir, train_steps=6, train_batch_size=4,
-                    iterations_per_loop=2, save_checkpoints_steps=2, keep_checkpoint_max=2)
-    defaults.update(train)
-    return RunConfig(
-        model=ModelConfig(num_classes=3, image_size=16, small_image_model=True,
-                          width_coefficient=0.1, depth_coefficient=0.1),
-        data=DataConfig(num_train_images=20, mean_rgb=(127.0,) * 3, stddev_rgb=(60.0,) * 3),
-        train=TrainConfig(**defaults),
-    )
-
-
-def dataset_fn(ctx=None, value=None):
-    rng = np.random.RandomState(0)
-    images = rng.randint(0, 255, (16, 16, 16, 3)).astype(np.float32 if value is not None
-                                                          else np.uint8)
-    if value is not None:
-        images[:] = value
-    labels = rng.randint(0, 3, 16).astype(np.int32)
-    return tf.data.Dataset.from_tensor_slices({"image": images, "label": labels}).repeat().batch(
-        4, drop_remainder=True)
+from tests.helpers import dataset_fn, tiny_config
 
 
 def eval_ds():

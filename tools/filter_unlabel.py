@@ -21,31 +21,11 @@ from absl import app, flags, logging
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from flags.filter_flags import FILTER_NO_EFFECT_FLAGS, define_filter_flags  # noqa: E402
+from flags.filter_flags import define_filter_flags, filter_config_from_flags  # noqa: E402
 from noisy_student_tf.errors import UserInputError, disk_full  # noqa: E402
 
 define_filter_flags()
 FLAGS = flags.FLAGS
-
-
-def config_from_flags(fv):
-    from noisy_student_tf.pseudo.filter import FilterConfig
-
-    for name, why in FILTER_NO_EFFECT_FLAGS.items():
-        if fv[name].value != fv[name].default:
-            logging.warning("--%s has no effect: %s", name, why)
-    return FilterConfig(
-        input_dir=fv.input_dir, prediction_dir=fv.prediction_dir, info_dir=fv.info_dir,
-        prelim_stats_dir=fv.prelim_stats_dir, output_dir=fv.output_dir,
-        num_shards=fv.num_shards, only_use_num_shards=fv.only_use_num_shards,
-        shard_id=fv.shard_id, num_image=fv.num_image, total_replicas=fv.total_replicas,
-        task=fv.task, debug=bool(fv.debug), min_threshold=fv.min_threshold,
-        max_prob=fv.max_prob, num_label_classes=fv.num_label_classes,
-        upsample=bool(fv.upsample), only_get_stats=bool(fv.only_get_stats),
-        file_prefix=fv.file_prefix, use_top=bool(fv.use_top), use_all=fv.use_all,
-        probabilities_format=fv.probabilities_format, top_k=fv.top_k,
-        copies_format=fv.copies_format, seed=fv.seed, save_samples=fv.save_samples,
-        redo_changed=fv.redo_changed)
 
 
 def main(argv):
@@ -56,7 +36,7 @@ def main(argv):
     from noisy_student_tf.pseudo import filter as filter_lib
 
     try:
-        result = filter_lib.run(config_from_flags(FLAGS))
+        result = filter_lib.run(filter_config_from_flags(FLAGS))
     except UserInputError as e:
         print(f"filter_unlabel.py: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -9,6 +9,7 @@ from noisy_student_tf import io_utils
 from noisy_student_tf.data import augment as augment_lib
 from noisy_student_tf.data import framing, preprocess, records
 from noisy_student_tf.errors import UserInputError
+from noisy_student_tf.data import keys
 
 # upstream data_input.py: interleave cycle 64, 8 MiB read buffer, shuffle 16384 with cache and
 # 1024 without.
@@ -205,9 +206,9 @@ def labeled_train_dataset(files, cfg: InputConfig, batch_size: int, input_contex
             image = preprocess.preprocess_for_train(
                 image, cfg.image_size, cfg.small_image, cfg.flip, seed, per_image,
                 truncate=per_batch is not None)
-        return {"image": image, "label": _check_label(ex["label"], cfg.num_classes)}
+        return {keys.IMAGE: image, keys.LABEL: _check_label(ex["label"], cfg.num_classes)}
 
-    return _map_batch_augment(ds, parse, cfg, batch_size, per_batch, "image", seed_offset=1)
+    return _map_batch_augment(ds, parse, cfg, batch_size, per_batch, keys.IMAGE, seed_offset=1)
 
 
 def _map_batch_augment(ds, parse, cfg: InputConfig, batch_size: int, per_batch, key: str,
@@ -234,7 +235,7 @@ def eval_dataset(files, cfg: InputConfig, batch_size: int):
         image = preprocess.preprocess_for_eval(
             preprocess.decode(ex["encoded"]), cfg.image_size, cfg.small_image
         )
-        return {"image": image, "label": _check_label(ex["label"], cfg.num_classes)}
+        return {keys.IMAGE: image, keys.LABEL: _check_label(ex["label"], cfg.num_classes)}
 
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
@@ -287,14 +288,14 @@ def unlabeled_train_dataset(files, cfg: InputConfig, batch_size: int, student_au
             student = preprocess.preprocess_for_train(
                 image, cfg.image_size, cfg.small_image, cfg.flip, seed, per_image,
                 truncate=per_batch is not None)
-        out = {"unl_image": student, "unl_label": tf.cast(ex["label"], tf.int32),
-               "unl_probs": records.dense_probabilities(ex, cfg.num_classes)}
+        out = {keys.UNL_IMAGE: student, keys.UNL_LABEL: tf.cast(ex["label"], tf.int32),
+               keys.UNL_PROBS: records.dense_probabilities(ex, cfg.num_classes)}
         if teacher_size is not None:
-            out["unl_teacher_image"] = preprocess.preprocess_for_eval(
+            out[keys.UNL_TEACHER_IMAGE] = preprocess.preprocess_for_eval(
                 image, teacher_size, cfg.small_image)
         return out
 
-    return _map_batch_augment(ds, parse, cfg, batch_size, per_batch, "unl_image", seed_offset=3)
+    return _map_batch_augment(ds, parse, cfg, batch_size, per_batch, keys.UNL_IMAGE, seed_offset=3)
 
 
 def zip_labeled_unlabeled(labeled, unlabeled):

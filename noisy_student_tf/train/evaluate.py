@@ -11,6 +11,7 @@ from noisy_student_tf import io_utils
 from noisy_student_tf.config import RunConfig
 from noisy_student_tf.data.preprocess import normalize
 from noisy_student_tf.errors import UserInputError
+from noisy_student_tf.data import keys
 
 EVAL_RESULTS = "eval_results.json"
 
@@ -25,9 +26,9 @@ class Evaluator:
     def _step(self, batch):
         """-> [top-1 hits, top-5 hits, images] of one replica's batch."""
         d, m = self.cfg.data, self.cfg.model
-        images = normalize(batch["image"], d.mean_rgb, d.stddev_rgb)
+        images = normalize(batch[keys.IMAGE], d.mean_rgb, d.stddev_rgb)
         logits = tf.cast(self.eval_model(images, training=False), tf.float32)
-        labels = batch["label"]
+        labels = batch[keys.LABEL]
         k = min(5, m.num_classes)
         return tf.stack([
             tf.reduce_sum(tf.cast(tf.math.in_top_k(labels, logits, 1), tf.float32)),

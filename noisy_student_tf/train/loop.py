@@ -24,6 +24,7 @@ from noisy_student_tf.train import checkpoints, ema as ema_lib
 from noisy_student_tf.train import evaluate as evaluate_lib
 from noisy_student_tf.train import optimizer as opt_lib, schedule as schedule_lib
 from noisy_student_tf.train import step as step_lib
+from noisy_student_tf.data import keys
 
 def _fmt_duration(seconds: float) -> str:
     seconds = int(max(0, seconds))
@@ -185,7 +186,7 @@ class Trainer:
 
     def make_train_loop(self):
         """The tf.function `(iterator, num_steps) -> (metrics, images)` that train() calls."""
-        keys = self.step.metric_names()
+        names = self.step.metric_names()
         t, m = self.cfg.train, self.cfg.model
         per_replica_batch = t.train_batch_size // self.strategy.num_replicas_in_sync
         k = min(max(t.image_summary_images, 1), per_replica_batch)
@@ -195,17 +196,17 @@ class Trainer:
             """Runs num_steps steps; returns the last step's metrics and, for TensorBoard, the
             first k input images of replica 0's last batch (what the model saw, noise
             included)."""
-            metrics = {key: tf.constant(0.0) for key in keys}
+            metrics = {name: tf.constant(0.0) for name in names}
             images = tf.zeros([k, m.image_size, m.image_size, 3], tf.uint8)
             for _ in tf.range(num_steps):
                 batch = next(iterator)
                 per_replica = self.strategy.run(self._train_step, args=(batch,))
                 metrics = {
-                    key: self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[key],
-                                              axis=None)
-                    for key in keys
+                    name: self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica[name],
+                                               axis=None)
+                    for name in names
                 }
-                first = self.strategy.experimental_local_results(batch["image"])[0]
+                first = self.strategy.experimental_local_results(batch[keys.IMAGE])[0]
                 images = tf.reshape(tf.cast(first[:k], tf.uint8), tf.shape(images))
             return metrics, images
 

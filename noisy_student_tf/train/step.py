@@ -7,6 +7,7 @@ import tensorflow as tf
 from noisy_student_tf.config import RunConfig
 from noisy_student_tf.data.preprocess import normalize
 from noisy_student_tf.train import losses
+from noisy_student_tf.data import keys
 
 
 class TrainStep:
@@ -23,7 +24,7 @@ class TrainStep:
         temp = st.teacher_softmax_temp
         if self.teacher is not None:
             d = self.cfg.data
-            t_images = batch["unl_teacher_image"]
+            t_images = batch[keys.UNL_TEACHER_IMAGE]
             if not getattr(self.teacher, "takes_uint8", False):  # a SavedModel normalises
                 t_images = normalize(t_images, st.teacher_mean_rgb or d.mean_rgb,
                                      st.teacher_stddev_rgb or d.stddev_rgb)
@@ -34,7 +35,7 @@ class TrainStep:
             hard = tf.argmax(t_logits, -1, output_type=tf.int32)
             return losses.smoothed_onehot(hard, c, self.cfg.train.label_smoothing)
         if temp != -1:
-            probs = batch["unl_probs"]
+            probs = batch[keys.UNL_PROBS]
             total = tf.reduce_sum(probs, -1)
             tf.debugging.assert_positive(
                 total, message="unlabeled record has all-zero `probabilities`: offline "
@@ -42,7 +43,7 @@ class TrainStep:
                 "--teacher_model_name for an online teacher)")
             sharpened = tf.pow(probs / total[:, None], 1.0 / temp)
             return sharpened / tf.reduce_sum(sharpened, -1, keepdims=True)
-        labels = batch["unl_label"]
+        labels = batch[keys.UNL_LABEL]
         tf.debugging.assert_greater_equal(labels, 0, message="unlabeled record has no `label` "
                                           "(offline hard labels need the filter tool's output)")
         tf.debugging.assert_less(labels, c, message="unlabeled `label` >= num_label_classes")
@@ -59,14 +60,14 @@ class TrainStep:
         t, d, st = self.cfg.train, self.cfg.data, self.cfg.student
         num_replicas = self.num_replicas
         global_b = t.train_batch_size
-        images = normalize(batch["image"], d.mean_rgb, d.stddev_rgb)
-        labels = batch["label"]
+        images = normalize(batch[keys.IMAGE], d.mean_rgb, d.stddev_rgb)
+        labels = batch[keys.LABEL]
         step = self.optimizer.iterations
         seed = tf.stack([tf.cast(t.seed, tf.int64), tf.cast(step, tf.int64)])
         b_local = tf.shape(labels)[0]
         if st.enabled:
             targets = self.unlabeled_targets(batch)
-            unl = normalize(batch["unl_image"], d.mean_rgb, d.stddev_rgb)
+            unl = normalize(batch[keys.UNL_IMAGE], d.mean_rgb, d.stddev_rgb)
             images = tf.concat([images, unl], axis=0)
             global_u = st.unlabeled_batch_size(global_b, t.label_data_sample_prob)
         with tf.GradientTape() as tape:
@@ -102,7 +103,7 @@ class TrainStep:
         }
         if st.enabled:
             unl_probs = tf.nn.softmax(unl_logits)
-            agree = tf.equal(tf.argmax(unl_logits, -1, output_type=tf.int32), batch["unl_label"])
+            agree = tf.equal(tf.argmax(unl_logits, -1, output_type=tf.int32), batch[keys.UNL_LABEL])
             metrics.update({
                 "ext/loss": unl_loss,
                 "unl/pred_prob": tf.reduce_sum(tf.reduce_max(unl_probs, -1)) / global_u,

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from noisy_student_tf.data import pipeline, records, validate
-from tests.test_main_e2e import TINY, run_main
+from tests.helpers import TINY, run_main
 
 PNG = None
 

@@ -18,6 +18,7 @@ from noisy_student_tf import locks
 from noisy_student_tf.data import framing, pipeline, records, validate
 from noisy_student_tf.errors import UserInputError
 from noisy_student_tf.train import checkpoints
+from tests.helpers import craft_length
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -32,17 +33,6 @@ def _labeled_file(path, n=5):
     return path
 
 
-def _craft_length(path, index, length):
-    """Rewrites record `index`'s length prefix (with a valid header CRC), as an attacker would."""
-    data = open(path, "rb").read()
-    offset = 0
-    for _ in range(index):
-        offset += 16 + struct.unpack("<Q", data[offset:offset + 8])[0]
-    head = struct.pack("<Q", length)
-    head += struct.pack("<I", framing.masked_crc(head))
-    open(path, "wb").write(data[:offset] + head + data[offset + 12:])
-
-
 def test_crc32c_matches_tensorflow_headers(tmp_path):
     path = _labeled_file(str(tmp_path / "a"), 3)
     data = open(path, "rb").read()
@@ -54,7 +44,7 @@ def test_crc32c_matches_tensorflow_headers(tmp_path):
 @pytest.mark.parametrize("length", [1 << 40, (1 << 64) - 7, 2000])
 def test_crafted_length_prefix_is_named_before_tensorflow_reads(tmp_path, length):
     path = _labeled_file(str(tmp_path / "train-00000-of-00001"))
-    _craft_length(path, 2, length)
+    craft_length(path, 2, length)
     fr = framing.walk(path)
     assert (fr.records, fr.bad_index) == (2, 2) and "length prefix" in fr.reason
     cfg = pipeline.InputConfig(image_size=32, num_classes=10, small_image=True)
@@ -74,7 +64,7 @@ def test_crafted_length_prefix_is_named_before_tensorflow_reads(tmp_path, length
 
 def test_check_offline_targets_and_record_counts_survive_a_crafted_first_record(tmp_path):
     path = _labeled_file(str(tmp_path / "extra-00000-of-00001"))
-    _craft_length(path, 0, 1 << 40)
+    craft_length(path, 0, 1 << 40)
     validate.check_offline_targets([path], soft=True, temp=1.0)  # leaves it to the pipeline
     from noisy_student_tf.pseudo import shards
     with pytest.raises(UserInputError, match="extra-00000-of-00001 record 0"):
@@ -130,7 +120,7 @@ def test_second_writer_is_refused_naming_the_holder(tmp_path):
 
 
 def test_a_filter_shard_runs_once_at_a_time(tmp_path):
-    from tests.test_filter import config, make_inputs
+    from tests.pseudo_data import filter_config as config, make_inputs
 
     make_inputs(str(tmp_path))
     cfg = config(str(tmp_path), "f", shard_id=1, only_get_stats=True)

@@ -12,8 +12,7 @@ import time
 
 import pytest
 
-from tests.reliability.test_nothing_lost import _craft_length
-from tests.test_main_e2e import ROOT, TINY, run_main
+from tests.helpers import ROOT, TINY, assert_one_line_error, craft_length, run_main
 
 pytestmark = pytest.mark.e2e
 
@@ -27,13 +26,6 @@ def _tree(directory):
             out[os.path.relpath(path, directory)] = hashlib.sha256(
                 open(path, "rb").read()).hexdigest()
     return out
-
-
-def _one_line(proc, needle, code=2):
-    assert proc.returncode == code, proc.stderr[-2000:]
-    lines = [ln for ln in proc.stderr.strip().splitlines() if "error:" in ln]
-    assert len(lines) == 1 and needle in lines[0], proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
 
 
 def test_two_trainers_and_a_damaged_state_file(tmp_path, digits_dir):
@@ -53,7 +45,7 @@ def test_two_trainers_and_a_damaged_state_file(tmp_path, digits_dir):
         while not os.path.exists(os.path.join(model_dir, ".lock")) and time.time() < deadline:
             time.sleep(0.2)
         second = run_main(*common, "--train_steps=100000", check=False)
-        _one_line(second, f"is in use by another process (PID {first.pid}")
+        assert_one_line_error(second, f"is in use by another process (PID {first.pid}")
     finally:
         first.kill()
         first.wait()
@@ -89,7 +81,7 @@ def test_mismatched_resume_changes_no_file(tmp_path, digits_dir):
     run_main(*common, "--train_steps=2")
     before = _tree(model_dir)
     proc = run_main(*common, "--train_steps=4", "--model_name=efficientnet-b1", check=False)
-    _one_line(proc, "--model_name=efficientnet-b1 conflicts")
+    assert_one_line_error(proc, "--model_name=efficientnet-b1 conflicts")
     assert _tree(model_dir) == before
     os.remove(os.path.join(model_dir, "checkpoint"))  # no state file: still refused
     before = _tree(model_dir)
@@ -99,17 +91,17 @@ def test_mismatched_resume_changes_no_file(tmp_path, digits_dir):
     assert _tree(model_dir) == before
 
 
-def test_crafted_length_prefix_in_every_input_is_one_line(tmp_path, digits_dir):
+def test_crafted_length_prefix_in_every_input_isassert_one_line_error(tmp_path, digits_dir):
     """Training data, unlabeled data and prediction inputs: exit 2 with the file and record,
     never a signal."""
     data = str(tmp_path / "data")
     shutil.copytree(digits_dir, data)
     bad = os.path.join(data, "train-00001-of-00004")
-    _craft_length(bad, 3, 1 << 40)
+    craft_length(bad, 3, 1 << 40)
     proc = run_main("--task_name=digits", f"--label_data_dir={data}",
                     f"--model_dir={tmp_path / 'm'}", "--mode=train", "--train_steps=2", *TINY,
                     check=False)
-    _one_line(proc, "train-00001-of-00004 record 3: truncated record")
+    assert_one_line_error(proc, "train-00001-of-00004 record 3: truncated record")
     # unlabeled files without a single record
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -122,7 +114,7 @@ def test_crafted_length_prefix_in_every_input_is_one_line(tmp_path, digits_dir):
                     f"--teacher_model_path={tmp_path / 't'}",
                     f"--model_dir={tmp_path / 's0'}", "--mode=train", "--train_steps=2", *TINY,
                     check=False)
-    _one_line(proc, "file(s) hold no records")
+    assert_one_line_error(proc, "file(s) hold no records")
     # the same file as unlabeled data of a student (online teacher)
     proc = run_main("--task_name=digits", f"--label_data_dir={digits_dir}",
                     f"--unlabel_data_dir={data}", "--unlabel_ratio=1",
@@ -130,11 +122,11 @@ def test_crafted_length_prefix_in_every_input_is_one_line(tmp_path, digits_dir):
                     f"--teacher_model_path={tmp_path / 't'}",
                     f"--model_dir={tmp_path / 's'}", "--mode=train", "--train_steps=2", *TINY,
                     check=False)
-    _one_line(proc, "train-00001-of-00004 record 3: truncated record")
+    assert_one_line_error(proc, "train-00001-of-00004 record 3: truncated record")
     # prediction input
     proc = run_main("--mode=predict", "--task_name=digits", f"--predict_ckpt_path={tmp_path / 't'}",
                     f"--label_data_dir={data}", "--file_prefix=train", "--num_shards=4",
                     "--shard_id=1", f"--output_dir={tmp_path / 'p'}",
                     f"--info_dir={tmp_path / 'i'}", check=False)
-    _one_line(proc, "train-00001-of-00004 record 3: truncated record")
+    assert_one_line_error(proc, "train-00001-of-00004 record 3: truncated record")
     assert not [n for n in os.listdir(tmp_path / "p") if n.startswith("train-info")]

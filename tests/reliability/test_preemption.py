@@ -11,7 +11,7 @@ import threading
 import pytest
 import tensorflow as tf
 
-from tests.test_main_e2e import ROOT, run_main
+from tests.helpers import ROOT, run_main
 
 pytestmark = pytest.mark.e2e
 TINY = ["--width_coefficient=0.1", "--depth_coefficient=0.1", "--train_batch_size=8",
