@@ -380,7 +380,7 @@ def student_config(fv, values: dict, model: ModelConfig, aug) -> StudentConfig:
         norm = dict(teacher_mean_rgb=info.mean_rgb, teacher_stddev_rgb=info.stddev_rgb)
     return StudentConfig(
         unlabel_ratio=ratio, unlabel_data_dir=values["unlabel_data_dir"],
-        teacher_softmax_temp=temp, teacher=teacher,
+        teacher_softmax_temp=None if temp == -1 else temp, teacher=teacher,
         teacher_model_path=values["teacher_model_path"], unl_augment=unl, **norm)
 
 

@@ -93,7 +93,9 @@ class StudentConfig:
 
     unlabel_ratio: float = 0.0
     unlabel_data_dir: str = ""
-    teacher_softmax_temp: float = -1.0  # -1: hard one-hot pseudo-labels
+    # Soft pseudo-labels sharpened by this temperature; None: hard one-hot labels (upstream's
+    # --teacher_softmax_temp=-1, turned into None by flags/config.py).
+    teacher_softmax_temp: Optional[float] = None
     teacher: Optional[ModelConfig] = None  # online teacher; None: offline (stored predictions)
     teacher_model_path: Optional[str] = None
     # the teacher checkpoint's own mean/std (its run_config.json); None: the student's

@@ -1,8 +1,12 @@
-"""The frozen teacher: an EfficientNet restored from a checkpoint's EMA weights.
+"""Models from weights on disk, and the frozen Teacher that takes uint8 images.
 
-Used online inside the student's train step (upstream section 1.1): inference mode, no gradient,
-never in the student's checkpoint, EMA or weight decay (upstream put it in all three, section
-12.9).
+`load_model` builds a config's EfficientNet and loads weights from any of the sources this
+project reads (our checkpoints and model_dirs, upstream TF1 checkpoints, keras.applications
+files, exported SavedModels); prediction, export, --init_model_path and teachers use it.
+`Teacher` is what the student's train step and the prediction tool call (upstream section 1.1):
+uint8 images in, float32 logits out, inference mode, normalised with the mean/std the model was
+trained with; never in the student's checkpoint, EMA or weight decay (upstream put it in all
+three, section 12.9).
 """
 
 import tensorflow as tf
@@ -10,6 +14,7 @@ from absl import logging
 
 from noisy_student_tf import io_utils
 from noisy_student_tf.config import ModelConfig
+from noisy_student_tf.data.preprocess import normalize
 from noisy_student_tf.errors import UserInputError
 from noisy_student_tf.interop import keras_applications, saved_model, upstream_checkpoint
 from noisy_student_tf.models import efficientnet
@@ -30,8 +35,8 @@ def resolve_checkpoint(path: str, flag: str = "teacher_model_path") -> str:
     return path
 
 
-def load_teacher(cfg: ModelConfig, path: str, flag: str = "teacher_model_path",
-                 use_ema: bool = True):
+def load_model(cfg: ModelConfig, path: str, flag: str = "teacher_model_path",
+               use_ema: bool = True):
     """Builds `cfg`'s model and loads the weights at `path`. Call inside the strategy scope.
 
     `path` may be one of our checkpoints (or a model_dir): its EMA shadows when it has them and
@@ -92,3 +97,22 @@ def load_teacher(cfg: ModelConfig, path: str, flag: str = "teacher_model_path",
     # teacher stays frozen by construction: it runs outside the gradient tape, in inference
     # mode, and the optimizer, EMA, weight decay and checkpoint only see the student.
     return model
+
+
+class Teacher:
+    """A frozen model that takes uint8 images [N, S, S, 3] and returns float32 logits in
+    inference mode. A Keras model gets the images normalised with `mean_rgb`/`stddev_rgb` (those
+    it was trained with); an exported SavedModel normalises them itself."""
+
+    def __init__(self, model, mean_rgb, stddev_rgb):
+        self.model, self.mean_rgb, self.stddev_rgb = model, mean_rgb, stddev_rgb
+        self._normalises_itself = isinstance(model, saved_model.SavedModelTeacher)
+
+    def __call__(self, images):
+        x = images if self._normalises_itself else normalize(images, self.mean_rgb,
+                                                              self.stddev_rgb)
+        return tf.cast(self.model(x, training=False), tf.float32)
+
+    @property
+    def weights(self) -> list:
+        return list(getattr(self.model, "weights", []))

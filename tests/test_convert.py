@@ -65,7 +65,7 @@ def test_b0_ema_shadows_convert_bit_exact(tmp_path, small_image, size):
     cfg = ModelConfig("efficientnet-b0", 10, size, small_image)
     info = convert.convert(cfg, prefix, str(tmp_path / "ours"))
     assert info["tensors"] == len(shadows) == 311
-    loaded = teacher.load_teacher(cfg, str(tmp_path / "ours"))
+    loaded = teacher.load_model(cfg, str(tmp_path / "ours"))
     got = weights_by_upstream_name(loaded, "efficientnet-b0")
     assert set(got) == set(shadows)
     for name, value in shadows.items():
@@ -74,7 +74,7 @@ def test_b0_ema_shadows_convert_bit_exact(tmp_path, small_image, size):
     assert saved["model"]["small_image_model"] is small_image
     # --use_ema=false takes the raw weights instead.
     convert.convert(cfg, str(tmp_path / "up"), str(tmp_path / "raw"), use_ema=False)
-    got = weights_by_upstream_name(teacher.load_teacher(cfg, str(tmp_path / "raw")),
+    got = weights_by_upstream_name(teacher.load_model(cfg, str(tmp_path / "raw")),
                                    "efficientnet-b0")
     assert all(np.array_equal(got[n], raw[n]) for n in raw)
 
@@ -124,7 +124,7 @@ def test_student_or_teacher_scope_of_an_online_checkpoint(tmp_path):
 
 def test_upstream_checkpoint_directly_as_teacher(tmp_path):
     _, shadows, prefix = _tiny_checkpoint(tmp_path)
-    got = weights_by_upstream_name(teacher.load_teacher(TINY_CFG, prefix), "efficientnet-b0")
+    got = weights_by_upstream_name(teacher.load_model(TINY_CFG, prefix), "efficientnet-b0")
     assert all(np.array_equal(got[n], shadows[n]) for n in shadows)
 
 
@@ -176,7 +176,7 @@ def test_keras_applications_weights_file(tmp_path):
     path = str(tmp_path / "b0.weights.h5")
     source.save_weights(path)
     cfg = ModelConfig("efficientnet-b0", 10, 64)
-    model = teacher.load_teacher(cfg, path)
+    model = teacher.load_model(cfg, path)
     table = keras_applications.layer_name_table("efficientnet-b0")
     assert table["blocks_0_dw_bn"] == "block1a_bn" and table["blocks_15_se_expand"] == \
         "block7a_se_expand" and table["blocks_2_project_conv"] == "block2b_project_conv"
@@ -192,7 +192,7 @@ def test_keras_applications_weights_file(tmp_path):
     assert os.path.exists(tmp_path / "ours" / "model.ckpt-0.index")
     with pytest.raises(UserInputError, match="b0.weights.h5.*not a keras.applications "
                                              "EfficientNetB1"):
-        teacher.load_teacher(ModelConfig("efficientnet-b1", 10, 64), path)
+        teacher.load_model(ModelConfig("efficientnet-b1", 10, 64), path)
 
 
 @pytest.mark.e2e

@@ -66,7 +66,7 @@ def test_serving_default_equals_main_eval(exported, digits_dir):
     run_config = json.load(open(os.path.join(model_dir, "run_config.json")))
     from noisy_student_tf import run_info
 
-    model = teacher.load_teacher(run_info.read(model_dir).model, model_dir)
+    model = teacher.load_model(run_info.read(model_dir).model, model_dir)
     mean = np.array(run_config["data"]["mean_rgb"], np.float32)
     std = np.array(run_config["data"]["stddev_rgb"], np.float32)
     keras_probs = tf.nn.softmax(model((views.astype(np.float32) - mean) / std,

@@ -129,6 +129,11 @@ def test_student_config_from_flags(fv, digits_dir, tmp_path):
     assert st.teacher.model_name == "efficientnet-b1" and st.teacher.image_size == 32
     assert st.teacher.width_coefficient == 0.5
     assert st.unl_augment.name is None  # --unl_aug='' turns RandAugment off for unlabeled
+    assert st.teacher_softmax_temp == 1.0
+    # upstream's -1 sentinel (hard labels) becomes None at the boundary
+    parse(fv, "--task_name=digits", f"--label_data_dir={digits_dir}", f"--model_dir={tmp_path}",
+          "--unlabel_ratio=3", f"--unlabel_data_dir={digits_dir}", "--teacher_softmax_temp=-1")
+    assert run_config_from_flags(fv).student.teacher_softmax_temp is None
 
 
 # Upstream filter_unlabel.py's 24 flags.

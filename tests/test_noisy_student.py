@@ -11,7 +11,7 @@ import tensorflow as tf
 from noisy_student_tf.config import StudentConfig
 from noisy_student_tf.errors import UserInputError
 from noisy_student_tf.models import efficientnet
-from noisy_student_tf.teacher import load_teacher
+from noisy_student_tf.teacher import load_model
 from noisy_student_tf.train import losses
 from noisy_student_tf.data.preprocess import normalize
 from noisy_student_tf.train.loop import Trainer
@@ -60,8 +60,8 @@ def test_online_loss_is_lab_plus_r_times_unl_and_teacher_is_frozen(tmp_path):
     weights = [v.numpy() for v in trainer.model.weights]
     logits = trainer.model(x, training=True).numpy()
     trainer.model.set_weights(weights)  # undo the BN statistics update of that call
-    t_logits = trainer.teacher(normalize(batch["unl_teacher_image"], d.mean_rgb,
-                                         d.stddev_rgb), training=False)
+    t_logits = trainer.teacher.model(normalize(batch["unl_teacher_image"], d.mean_rgb,
+                                               d.stddev_rgb), training=False)
     q = tf.nn.softmax(t_logits)
     lab = float(losses.labeled_loss_sum(batch["label"], logits[:4], 3, 0.1)) / 4
     unl = float(tf.reduce_mean(losses.soft_cross_entropy(q, logits[4:])))
@@ -83,11 +83,12 @@ def test_online_loss_is_lab_plus_r_times_unl_and_teacher_is_frozen(tmp_path):
 
 
 def test_hard_labels_are_smoothed_argmax(tmp_path):
-    trainer = Trainer(student_config(tmp_path, temp=-1), tf.distribute.get_strategy())
+    trainer = Trainer(student_config(tmp_path, temp=None), tf.distribute.get_strategy())
     batch = next(iter(ssl_batches()))
     q = trainer.step.unlabeled_targets(batch).numpy()
-    t_logits = trainer.teacher(normalize(batch["unl_teacher_image"], trainer.cfg.data.mean_rgb,
-                                         trainer.cfg.data.stddev_rgb), training=False)
+    t_logits = trainer.teacher.model(normalize(
+        batch["unl_teacher_image"], trainer.cfg.data.mean_rgb, trainer.cfg.data.stddev_rgb),
+        training=False)
     expected = losses.smoothed_onehot(tf.argmax(t_logits, -1, output_type=tf.int32), 3, 0.1)
     np.testing.assert_allclose(q, expected.numpy(), rtol=1e-6)
 
@@ -100,7 +101,7 @@ def test_offline_targets_sharpen_stored_probabilities(tmp_path):
     q = trainer.step.unlabeled_targets(next(iter(ssl_batches(probs=probs)))).numpy()
     expected = probs ** 2 / (probs ** 2).sum(-1, keepdims=True)  # prob^(1/T), renormalised
     np.testing.assert_allclose(q, expected, rtol=1e-5)
-    hard = Trainer(student_config(tmp_path, temp=-1, online=False), tf.distribute.get_strategy())
+    hard = Trainer(student_config(tmp_path, temp=None, online=False), tf.distribute.get_strategy())
     q = hard.step.unlabeled_targets(next(iter(ssl_batches(labels=np.full(U, 2))))).numpy()
     np.testing.assert_allclose(q[:, 2], 0.9 + 0.1 / 3, rtol=1e-6)
 
@@ -131,27 +132,27 @@ def test_offline_records_without_soft_labels_are_refused_before_training(tmp_pat
         msg = str(e.value)
         assert files[0] in msg and "tools/filter_unlabel.py" in msg and "\n" not in msg
     with pytest.raises(UserInputError, match="has no `label`"):
-        validate.check_offline_targets(raw, soft=False, temp=-1)
+        validate.check_offline_targets(raw, soft=False, temp=None)
     validate.check_offline_targets(good, soft=True, temp=1.0)  # top-k soft labels are fine
-    validate.check_offline_targets(dummy, soft=False, temp=-1)  # upstream's dummy label field
+    validate.check_offline_targets(dummy, soft=False, temp=None)  # upstream's dummy label field
 
 
 def test_teacher_of_another_architecture_is_rejected(tmp_path):
     path = teacher_dir(tmp_path)
     cfg = tiny_config().model
-    load_teacher(cfg, path)
+    load_model(cfg, path)
     wrong = dataclasses.replace(cfg, width_coefficient=0.2)
     with pytest.raises(UserInputError, match="does not hold a efficientnet-b0"):
-        load_teacher(wrong, path)
+        load_model(wrong, path)
     with pytest.raises(UserInputError, match="no such checkpoint"):
-        load_teacher(cfg, os.path.join(path, "model.ckpt-99"))
+        load_model(cfg, os.path.join(path, "model.ckpt-99"))
 
 
 def test_teacher_uses_ema_weights(tmp_path):
     path = teacher_dir(tmp_path)
     source = Trainer(tiny_config(path, train_steps=2), tf.distribute.get_strategy())
     source.restore()
-    model = load_teacher(tiny_config().model, path)
+    model = load_model(tiny_config().model, path)
     for shadow, var in zip(source.ema.shadows, efficientnet.ema_variables(model)):
         np.testing.assert_array_equal(shadow.numpy(), var.numpy())
 
@@ -160,7 +161,7 @@ def test_init_model_starts_student_from_ema_weights(tmp_path):
     source = teacher_dir(tmp_path)
     cfg = tiny_config(str(tmp_path / "init"), init_model_path=source, train_steps=2)
     trainer = Trainer(cfg, tf.distribute.get_strategy())
-    expected = load_teacher(cfg.model, source)
+    expected = load_model(cfg.model, source)
     trainer.initialize_from(source)
     for a, b in zip(efficientnet.ema_variables(trainer.model),
                     efficientnet.ema_variables(expected)):

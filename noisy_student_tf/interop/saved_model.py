@@ -116,11 +116,9 @@ def export_saved_model(model, export_dir: str, *, image_size: int, small_image: 
 
 
 class SavedModelTeacher:
-    """An exported SavedModel behind the Keras-model call the trainer and predictor use:
-    `teacher(uint8 images, training=False) -> logits`. `takes_uint8` tells them to pass the
-    eval view unnormalised: the export applies the mean/std it was trained with."""
-
-    takes_uint8 = True
+    """An exported SavedModel behind the Keras-model call: `model(uint8 images, training=False)
+    -> logits`. It takes the eval view unnormalised: the export applies the mean/std it was
+    trained with (teacher.Teacher passes uint8 images to it as they are)."""
 
     def __init__(self, path: str, image_size: int, num_classes: int, flag: str):
         self.path = path

@@ -159,11 +159,13 @@ class Predictor:
                  strategy: Optional[tf.distribute.Strategy] = None):
         self.model, self.cfg = model, cfg
         self.strategy = strategy or tf.distribute.get_strategy()
+        from noisy_student_tf.teacher import Teacher  # Keras-heavy: only when predicting
+
+        teacher = model if isinstance(model, Teacher) else Teacher(model, cfg.mean_rgb,
+                                                                   cfg.stddev_rgb)
+
         def forward(images):
-            # An exported SavedModel normalises with its own training mean/std.
-            x = images if getattr(model, "takes_uint8", False) else (
-                preprocess.normalize(images, cfg.mean_rgb, cfg.stddev_rgb))
-            return tf.nn.softmax(tf.cast(model(x, training=False), tf.float32))
+            return tf.nn.softmax(teacher(images))
 
         self._forward = tf.function(forward, reduce_retracing=True)
 

@@ -82,7 +82,10 @@ class Trainer:
             self.teacher = None
             st = cfg.student
             if st.enabled and st.teacher is not None:
-                self.teacher = teacher_lib.load_teacher(st.teacher, st.teacher_model_path)
+                self.teacher = teacher_lib.Teacher(
+                    teacher_lib.load_model(st.teacher, st.teacher_model_path),
+                    st.teacher_mean_rgb or cfg.data.mean_rgb,
+                    st.teacher_stddev_rgb or cfg.data.stddev_rgb)
         items = {"model": self.model, "optimizer": self.optimizer}
         if self.ema is not None:
             items["ema"] = self.ema
@@ -152,7 +155,7 @@ class Trainer:
         m = self.cfg.model
         source_cfg = dataclasses.replace(m, fix_layer_num=-1)
         with self.strategy.scope():
-            source = teacher_lib.load_teacher(source_cfg, path, flag="init_model_path")
+            source = teacher_lib.load_model(source_cfg, path, flag="init_model_path")
             if not isinstance(source, keras.Model):
                 raise UserInputError(f"--init_model_path={path!r} is an exported SavedModel, "
                                      "which only predicts; initialise from a checkpoint")

@@ -120,7 +120,7 @@ def _student_inputs(cfg: RunConfig, strategy) -> Tuple[List[str], int]:
             f"the unlabeled batch ceil(train_batch_size * label_data_sample_prob * "
             f"unlabel_ratio) = {global_unl} is not divisible by the {replicas} replicas")
     if st.teacher is None:
-        validate.check_offline_targets(unl_files, st.teacher_softmax_temp != -1,
+        validate.check_offline_targets(unl_files, st.teacher_softmax_temp is not None,
                                        st.teacher_softmax_temp)
     logging.info("Noisy Student: %d labeled + %d unlabeled images per step, %s teacher",
                  t.train_batch_size, global_unl,
@@ -237,7 +237,7 @@ def predict(model_cfg: ModelConfig, pcfg, checkpoint_path: str, strategy) -> lis
     inputs: Inputs = [("image", [pcfg.input_path(s) for s in pcfg.shard_ids],
                        model_cfg.num_classes)]
     with strategy.scope():
-        model = teacher.load_teacher(model_cfg, checkpoint_path, flag="predict_ckpt_path")
+        model = teacher.load_model(model_cfg, checkpoint_path, flag="predict_ckpt_path")
     try:
         return predict_lib.run_prediction(model, pcfg, strategy)
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
@@ -255,7 +255,7 @@ def export(model_cfg: ModelConfig, mean_rgb, stddev_rgb, ecfg: ExportConfig,
     ckpt = (checkpoints.latest(ecfg.model_dir) if tf.io.gfile.isdir(ecfg.model_dir) else None)
     if ckpt is None:
         raise UserInputError(f"--model_dir={ecfg.model_dir!r} has no checkpoint to export")
-    model = teacher.load_teacher(model_cfg, ckpt, flag="model_dir",
+    model = teacher.load_model(model_cfg, ckpt, flag="model_dir",
                                  use_ema=ecfg.moving_average)
     info = {"model": dataclasses.asdict(model_cfg),
             "data": {"task_name": task_name, "mean_rgb": list(mean_rgb),

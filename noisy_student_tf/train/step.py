@@ -23,18 +23,12 @@ class TrainStep:
         st, c = self.cfg.student, self.cfg.model.num_classes
         temp = st.teacher_softmax_temp
         if self.teacher is not None:
-            d = self.cfg.data
-            t_images = batch[keys.UNL_TEACHER_IMAGE]
-            if not getattr(self.teacher, "takes_uint8", False):  # a SavedModel normalises
-                t_images = normalize(t_images, st.teacher_mean_rgb or d.mean_rgb,
-                                     st.teacher_stddev_rgb or d.stddev_rgb)
-            t_logits = tf.stop_gradient(tf.cast(self.teacher(t_images, training=False),
-                                                tf.float32))
-            if temp != -1:
+            t_logits = tf.stop_gradient(self.teacher(batch[keys.UNL_TEACHER_IMAGE]))
+            if temp is not None:
                 return tf.nn.softmax(t_logits / temp)
             hard = tf.argmax(t_logits, -1, output_type=tf.int32)
             return losses.smoothed_onehot(hard, c, self.cfg.train.label_smoothing)
-        if temp != -1:
+        if temp is not None:
             probs = batch[keys.UNL_PROBS]
             total = tf.reduce_sum(probs, -1)
             tf.debugging.assert_positive(
@@ -109,7 +103,7 @@ class TrainStep:
                 "unl/pred_prob": tf.reduce_sum(tf.reduce_max(unl_probs, -1)) / global_u,
                 "unl/acc_to_dump": tf.reduce_sum(tf.cast(agree, tf.float32)) / global_u,
             })
-            if st.teacher_softmax_temp != -1:
+            if st.teacher_softmax_temp is not None:
                 metrics["unl/target_prob"] = tf.reduce_sum(tf.reduce_max(targets, -1)) / global_u
         assert set(metrics) == set(self.metric_names()), sorted(metrics)
         return grads, metrics
@@ -120,6 +114,6 @@ class TrainStep:
         keys = ("lab/loss", "lab/acc", "lab/pred_prob", "train/data_loss", "train/loss")
         if self.cfg.student.enabled:
             keys += ("ext/loss", "unl/pred_prob", "unl/acc_to_dump")
-            if self.cfg.student.teacher_softmax_temp != -1:
+            if self.cfg.student.teacher_softmax_temp is not None:
                 keys += ("unl/target_prob",)
         return keys
