@@ -14,13 +14,18 @@ says so once and the caller proceeds (run one writer per directory there yoursel
 import fcntl
 import os
 import sys
+import threading
 from typing import Optional
 
 from absl import logging
 
 from noisy_student_tf.errors import UserInputError
 
-_held = {}  # lock path -> Lock, so a process never locks itself out
+_held = {}  # lock path -> Lock held by this process (for release_all)
+# flock is per open file, so two threads of one process would both get it: an in-process lock per
+# path serialises them first (the filter's shard jobs can run as threads of one process).
+_thread_locks = {}
+_meta = threading.Lock()
 
 
 class Lock:
@@ -31,8 +36,18 @@ class Lock:
         self._fd: Optional[int] = None
 
     def acquire(self) -> "Lock":
-        if self.path in _held:
-            return _held[self.path]
+        with _meta:
+            local = _thread_locks.setdefault(self.path, threading.Lock())
+        if not local.acquire(blocking=self.wait):
+            raise UserInputError(f"{self.what} is in use by another thread of this process "
+                                 f"(lock file {self.path})")
+        try:
+            return self._acquire_file()
+        except BaseException:
+            local.release()
+            raise
+
+    def _acquire_file(self) -> "Lock":
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -74,6 +89,7 @@ class Lock:
         os.close(self._fd)
         self._fd = None
         _held.pop(self.path, None)
+        _thread_locks[self.path].release()
 
     def __enter__(self) -> "Lock":
         return self.acquire()

@@ -32,18 +32,17 @@ def test_two_trainers_and_a_damaged_state_file(tmp_path, digits_dir):
     model_dir = str(tmp_path / "run [a]")  # glob characters in the path, as users name runs
     common = ["--task_name=digits", f"--label_data_dir={digits_dir}", f"--model_dir={model_dir}",
               "--mode=train", *TINY]
-    run_main(*common, "--train_steps=4")
-    ckpts = sorted(n for n in os.listdir(model_dir) if n.startswith("model.ckpt-"))
-    assert "model.ckpt-4.index" in ckpts
     # A second trainer while one is running stops at once, naming the holder.
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     first = subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), *common,
                               "--train_steps=100000"], env=env, cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 120
-        while not os.path.exists(os.path.join(model_dir, ".lock")) and time.time() < deadline:
+        deadline = time.time() + 240
+        ckpt4 = os.path.join(model_dir, "model.ckpt-4.index")  # it holds the lock and trains
+        while not os.path.exists(ckpt4) and time.time() < deadline and first.poll() is None:
             time.sleep(0.2)
+        assert os.path.exists(ckpt4), first.stderr.read()[-2000:] if first.poll() else ""
         second = run_main(*common, "--train_steps=100000", check=False)
         assert_one_line_error(second, f"is in use by another process (PID {first.pid}")
     finally:
