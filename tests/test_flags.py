@@ -200,3 +200,29 @@ def test_fp16_and_bfloat16_flags(fv, digits_dir, tmp_path):
     parse(fv, *base, "--use_fp16", "--use_bfloat16")
     with pytest.raises(UserInputError, match="--use_fp16 and --use_bfloat16 are exclusive"):
         run_config_from_flags(fv)
+
+
+def test_tool_flags_become_configs_in_flags_package(tmp_path):
+    """The loop driver's and the converter's flags are defined and read in flags/, like
+    main.py's and the filter's (the tools only dispatch)."""
+    from flags.convert_flags import define_convert_flags, model_config_from_flags
+    from flags.loop_flags import define_loop_flags, loop_config_from_flags
+
+    fv = absl_flags.FlagValues()
+    define_loop_flags(fv)
+    fv(["run_noisy_student.py", f"--output_dir={tmp_path}", "--num_iterations=2",
+        "--student_model_names=efficientnet-b0,efficientnet-b1", "--teacher_softmax_temp=-1"])
+    cfg = loop_config_from_flags(fv)
+    assert cfg.output_dir == str(tmp_path) and cfg.num_iterations == 2
+    assert cfg.student_model_names == ("efficientnet-b0", "efficientnet-b1")
+    fv = absl_flags.FlagValues()
+    define_loop_flags(fv)
+    fv(["run_noisy_student.py"])
+    with pytest.raises(UserInputError, match="--output_dir is required"):
+        loop_config_from_flags(fv)
+    fv = absl_flags.FlagValues()
+    define_convert_flags(fv)
+    fv(["convert_checkpoint.py", "--model_name=efficientnet-b2", "--small_image_model",
+        "--num_label_classes=10"])
+    model = model_config_from_flags(fv)
+    assert (model.model_name, model.image_size, model.num_classes) == ("efficientnet-b2", 32, 10)
