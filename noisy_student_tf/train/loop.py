@@ -15,7 +15,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from noisy_student_tf import io_utils
+from noisy_student_tf import distribute, io_utils
 from noisy_student_tf import teacher as teacher_lib
 from noisy_student_tf.config import RunConfig
 from noisy_student_tf.errors import Preempted, UserInputError
@@ -145,7 +145,8 @@ class Trainer:
         fresh initialisation."""
         if self._resumed:
             return
-        if self.restore(writer=True) is None and self.cfg.train.init_model_path:
+        # Only the chief repairs the state file or moves damaged checkpoints aside.
+        if self.restore(writer=distribute.is_chief()) is None and self.cfg.train.init_model_path:
             self.initialize_from(self.cfg.train.init_model_path)
         self._resumed = True
 
