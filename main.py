@@ -53,7 +53,7 @@ def run() -> None:
     cfg = flag_config.run_config_from_flags(FLAGS, on_tpu=distribute.is_tpu(strategy))
     if FLAGS.mode == "predict":
         model_cfg, pcfg = flag_config.predict_config_from_flags(FLAGS, cfg)
-        for path in run_lib.predict(model_cfg, pcfg, FLAGS.predict_ckpt_path, strategy):
+        for path in run_lib.predict(model_cfg, pcfg, FLAGS.predict_ckpt_path, strategy, cfg):
             print(path)
     elif FLAGS.mode == "export":
         model_cfg, mean, std, ecfg = flag_config.export_config_from_flags(FLAGS, cfg)

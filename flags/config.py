@@ -180,23 +180,17 @@ def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
         image_size = MODEL_PARAMS[values["model_name"]][2]
 
     label_dir = values["label_data_dir"]
-    if values["task_name"] == "digits" and not label_dir:
-        label_dir = digits.prepare(values["data_cache_dir"])
+    embedded = values["task_name"] == "digits" and not label_dir
+    if embedded:  # written when a run starts (train/run.py), not while reading flags
+        label_dir = digits.cache_path(values["data_cache_dir"])
     if not label_dir:
         raise UserInputError("--label_data_dir is required for --task_name="
                              f"{values['task_name']}")
 
-    train_files = None
+    # None: counted from the training files when the run starts (train/run.py)
     num_train = values["num_train_images"] or info.num_train_images
     if values["task_name"] == "digits" and values["label_data_dir"]:
         num_train = values["num_train_images"]  # another digits split: count its records
-    if values["mode"] in ("train", "train_and_eval"):
-        train_files = pipeline.train_files(label_dir, values["num_train_shards"])
-        if num_train is None:
-            num_train = pipeline.count_records(train_files)
-            logging.info("Counted %d training images in %d files", num_train, len(train_files))
-        if num_train < 1:
-            raise UserInputError(f"--label_data_dir={label_dir!r}: training files are empty")
     eval_images = {"dev": values["num_eval_images"] or info.num_eval_images,
                    "test": values["num_test_images"] or info.num_test_images}
 
@@ -226,7 +220,7 @@ def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
     )
     data = DataConfig(
         task_name=values["task_name"], label_data_dir=label_dir,
-        num_train_images=num_train or 0, eval_images=eval_images,
+        num_train_images=num_train or None, embedded_digits=embedded, eval_images=eval_images,
         mean_rgb=info.mean_rgb, stddev_rgb=info.stddev_rgb,
         flip=_flip(values, info, small),
         use_cache=values["use_cache"],

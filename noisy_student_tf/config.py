@@ -38,7 +38,10 @@ class ModelConfig:
 class DataConfig:
     task_name: str = "imagenet"
     label_data_dir: str = ""
-    num_train_images: int = 1281167
+    # None: counted from the training files when the run starts (train/run.py resolve_data)
+    num_train_images: Optional[int] = 1281167
+    # The embedded digits are written to label_data_dir when the run starts (not by the flags)
+    embedded_digits: bool = False
     eval_images: dict = dataclasses.field(default_factory=dict)  # subset -> count or None
     mean_rgb: tuple = (123.675, 116.28, 103.53)
     stddev_rgb: tuple = (58.395, 57.12, 57.375)

@@ -1,6 +1,8 @@
 """Every upstream main.py / predict_label.py flag exists with its name, type and default, and
 flags turn into the right config (task forcing, digits defaults, bad values)."""
 
+import os
+
 import pytest
 from absl import flags as absl_flags
 
@@ -39,7 +41,9 @@ def test_digits_defaults_and_forcing(fv, digits_dir, tmp_path):
         32, True, 10)
     assert cfg.model.width_coefficient == 0.5  # digits preset, flag not given
     assert cfg.train.train_steps == 10  # explicit flag beats the preset
-    assert cfg.data.num_train_images == 1257
+    from noisy_student_tf.train.run import resolve_data
+
+    assert resolve_data(cfg).data.num_train_images == 1257  # a given digits dir is counted
     assert cfg.train.use_bfloat16 is False  # default True applies on TPU only
 
 
@@ -53,13 +57,16 @@ def test_svhn_forces_small_image(fv, tmp_path):
     assert cfg.data.mean_rgb[0] == pytest.approx(0.4376821 * 255)
 
 
-def test_custom_task_counts_records(fv, tmp_path):
+def test_custom_task_counts_records_when_the_run_starts(fv, tmp_path):
 
     write_dataset(tmp_path, {"train": 5, "dev": 2}, num_classes=4)
     parse(fv, "--task_name=custom", f"--label_data_dir={tmp_path}", f"--model_dir={tmp_path}",
           "--num_label_classes=4", "--input_image_size=32", "--train_ratio=2")
     cfg = run_config_from_flags(fv)
-    assert cfg.data.num_train_images == 5
+    assert cfg.data.num_train_images is None  # reading flags counts nothing
+    from noisy_student_tf.train.run import resolve_data
+
+    assert resolve_data(cfg).data.num_train_images == 5  # the run counts them
     assert cfg.model.num_classes == 4 and cfg.model.image_size == 32
     assert cfg.train.train_steps == 2 * 109474
 
@@ -226,3 +233,17 @@ def test_tool_flags_become_configs_in_flags_package(tmp_path):
         "--num_label_classes=10"])
     model = model_config_from_flags(fv)
     assert (model.model_name, model.image_size, model.num_classes) == ("efficientnet-b2", 32, 10)
+
+
+def test_reading_flags_writes_no_data(fv, tmp_path):
+    """The embedded digits are written when a run starts, not when flags become a config."""
+    from noisy_student_tf.train.run import resolve_data
+
+    cache = tmp_path / "cache"
+    parse(fv, "--task_name=digits", f"--data_cache_dir={cache}", f"--model_dir={tmp_path / 'm'}")
+    cfg = run_config_from_flags(fv)
+    assert cfg.data.embedded_digits and not cache.exists()
+    resolved = resolve_data(cfg)
+    assert sorted(os.listdir(resolved.data.label_data_dir))[:2] == [
+        "DONE", "dev-00000-of-00002"]
+    assert resolved.data.num_train_images == 1257  # the digits task's own count

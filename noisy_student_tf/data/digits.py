@@ -82,9 +82,14 @@ def _write_labeled(directory: str, subset: str, images, labels) -> None:
     records.write_shards(directory, subset, serialized, SHARDS[subset])
 
 
+def cache_path(cache_dir: str | None = None) -> str:
+    """Where prepare() writes the embedded digits (nothing is written here)."""
+    return os.path.join(cache_dir or default_cache_dir(), "digits", VERSION)
+
+
 def prepare(cache_dir: str | None = None) -> str:
     """Writes the TFRecords once; returns the directory (train*, dev*, test*)."""
-    root = os.path.join(cache_dir or default_cache_dir(), "digits", VERSION)
+    root = cache_path(cache_dir)
 
     def write(tmp):
         for subset, (images, labels) in load_split().items():

@@ -13,7 +13,7 @@ from absl import logging
 
 from noisy_student_tf import distribute, io_utils, locks
 from noisy_student_tf.config import ExportConfig, ModelConfig, RunConfig
-from noisy_student_tf.data import framing, pipeline, validate
+from noisy_student_tf.data import digits, framing, pipeline, validate
 from noisy_student_tf.errors import BadDataError, UserInputError
 from noisy_student_tf.train import checkpoints
 from noisy_student_tf.train.evaluate import EVAL_RESULTS
@@ -37,6 +37,25 @@ def _prepare_model_dir(model_dir: str) -> None:
     if distribute.is_chief():
         locks.lock_dir(model_dir, f"--model_dir={model_dir!r}")
         checkpoints.clean_leftovers(model_dir)
+
+
+def resolve_data(cfg: RunConfig, training: bool = True) -> RunConfig:
+    """What the flags leave to the data: writes the embedded digits on first use, and counts the
+    training records when no count was given (custom data). Returns the completed config."""
+    d = cfg.data
+    if d.embedded_digits:
+        digits.prepare(os.path.dirname(os.path.dirname(d.label_data_dir)))
+    if not training and d.num_train_images is None:  # evaluation needs no schedule
+        return dataclasses.replace(cfg, data=dataclasses.replace(d, num_train_images=0))
+    if d.num_train_images is None:
+        files = pipeline.train_files(d.label_data_dir, d.num_train_shards)
+        count = framing.require(files)
+        logging.info("Counted %d training images in %d files", count, len(files))
+        if count < 1:
+            raise UserInputError(f"--label_data_dir={d.label_data_dir!r}: its {len(files)} "
+                                 f"training file(s) hold no records (first: {files[0]})")
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(d, num_train_images=count))
+    return cfg
 
 
 def _input_config(cfg: RunConfig) -> pipeline.InputConfig:
@@ -137,6 +156,7 @@ def train_and_evaluate(cfg: RunConfig, strategy, evaluate: bool = True,
 
     Raises Preempted when stop_requested() turns true (after a checkpoint), UserInputError or
     BadDataError on bad input."""
+    cfg = resolve_data(cfg, training=True)
     d, m, t, st = cfg.data, cfg.model, cfg.train, cfg.student
     _prepare_model_dir(t.model_dir)
     logging.info("Config: %s", cfg)
@@ -200,6 +220,7 @@ def train_and_evaluate(cfg: RunConfig, strategy, evaluate: bool = True,
 def evaluate_checkpoint(cfg: RunConfig, strategy) -> dict:
     """Top-1/top-5 of the newest checkpoint in cfg.train.model_dir (EMA weights) on its dev and
     test files; writes eval_results.json."""
+    cfg = resolve_data(cfg, training=False)
     _prepare_model_dir(cfg.train.model_dir)
     in_cfg = _input_config(cfg)
     trainer = Trainer(cfg, strategy)
@@ -224,11 +245,15 @@ def format_results(results: dict, model_dir: str) -> str:
     return "\n".join(lines)
 
 
-def predict(model_cfg: ModelConfig, pcfg, checkpoint_path: str, strategy) -> list:
+def predict(model_cfg: ModelConfig, pcfg, checkpoint_path: str, strategy,
+            cfg: Optional[RunConfig] = None) -> list:
     """--mode=predict: teacher predictions (or reassigned labels) for shards of unlabeled
-    records, upstream's files (pseudo/predict.py); returns the output paths."""
+    records, upstream's files (pseudo/predict.py); returns the output paths. `cfg`: the run's
+    config, whose embedded digits are written first when it predicts on them."""
     import json
 
+    if cfg is not None:
+        resolve_data(cfg, training=False)
     from noisy_student_tf import teacher
     from noisy_student_tf.pseudo import predict as predict_lib, provenance
 
