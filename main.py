@@ -50,22 +50,22 @@ def run() -> None:
     from noisy_student_tf.train import run as run_lib
 
     strategy = distribute.get_strategy(*flag_config.strategy_args(FLAGS))
-    cfg = flag_config.run_config_from_flags(FLAGS, on_tpu=distribute.is_tpu(strategy))
-    if FLAGS.mode == "predict":
-        model_cfg, pcfg = flag_config.predict_config_from_flags(FLAGS, cfg)
-        for path in run_lib.predict(model_cfg, pcfg, FLAGS.predict_ckpt_path, strategy, cfg):
+    job = flag_config.main_job_from_flags(FLAGS, on_tpu=distribute.is_tpu(strategy))
+    cfg = job.run
+    if job.mode == "predict":
+        model_cfg, pcfg, checkpoint = job.predict
+        for path in run_lib.predict(model_cfg, pcfg, checkpoint, strategy, cfg):
             print(path)
-    elif FLAGS.mode == "export":
-        model_cfg, mean, std, ecfg = flag_config.export_config_from_flags(FLAGS, cfg)
-        ckpt, path = run_lib.export(model_cfg, mean, std, ecfg, cfg.data.task_name)
+    elif job.mode == "export":
+        ckpt, path = run_lib.export(*job.export, cfg.data.task_name)
         print(f"exported {ckpt} -> {path} (signatures: serving_default, serving_images, logits)")
     else:
-        if FLAGS.mode == "eval":
+        if job.mode == "eval":
             results = run_lib.evaluate_checkpoint(cfg, strategy)
         else:
             results = run_lib.train_and_evaluate(
-                cfg, strategy, evaluate=FLAGS.mode == "train_and_eval",
-                flag_values=FLAGS.flag_values_dict(), stop_requested=_stop.is_set)
+                cfg, strategy, evaluate=job.mode == "train_and_eval",
+                flag_values=job.flag_values, stop_requested=_stop.is_set)
         if results:
             print(run_lib.format_results(results, cfg.train.model_dir))
 

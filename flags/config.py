@@ -416,3 +416,25 @@ def export_config_from_flags(fv, cfg: RunConfig):
     return model, mean, std, ExportConfig(
         model_dir=fv.model_dir, export_dir=fv.export_dir,
         moving_average=fv.export_moving_average, top_k=fv.export_top_k)
+
+
+@dataclasses.dataclass(frozen=True)
+class MainJob:
+    """Everything main.py does, from its flags: the mode and the configs that mode needs."""
+    mode: str
+    run: RunConfig
+    flag_values: dict  # written to FLAGS.json by training runs
+    predict: Optional[tuple] = None  # (ModelConfig, PredictConfig, checkpoint path)
+    export: Optional[tuple] = None  # (ModelConfig, mean_rgb, stddev_rgb, ExportConfig)
+
+
+def main_job_from_flags(fv, on_tpu: bool = False) -> MainJob:
+    """main.py's flags -> MainJob: the only reading of main.py's FLAGS."""
+    cfg = run_config_from_flags(fv, on_tpu=on_tpu)
+    predict = export = None
+    if fv.mode == "predict":
+        predict = (*predict_config_from_flags(fv, cfg), fv.predict_ckpt_path)
+    elif fv.mode == "export":
+        export = export_config_from_flags(fv, cfg)
+    return MainJob(mode=fv.mode, run=cfg, flag_values=fv.flag_values_dict(), predict=predict,
+                   export=export)

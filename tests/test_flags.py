@@ -247,3 +247,23 @@ def test_reading_flags_writes_no_data(fv, tmp_path):
     assert sorted(os.listdir(resolved.data.label_data_dir))[:2] == [
         "DONE", "dev-00000-of-00002"]
     assert resolved.data.num_train_images == 1257  # the digits task's own count
+
+
+def test_main_job_holds_everything_main_needs(fv, tmp_path, digits_dir):
+    from flags.config import main_job_from_flags
+
+    parse(fv, "--task_name=digits", f"--label_data_dir={digits_dir}",
+          f"--model_dir={tmp_path}", "--mode=train")
+    job = main_job_from_flags(fv)
+    assert job.mode == "train" and job.predict is None and job.export is None
+    assert job.flag_values["model_dir"] == str(tmp_path)
+    parse(fv, "--task_name=digits", f"--label_data_dir={digits_dir}", "--mode=predict",
+          f"--predict_ckpt_path={tmp_path}", f"--output_dir={tmp_path / 'p'}",
+          f"--info_dir={tmp_path / 'i'}", "--shard_id=0,1")
+    model_cfg, pcfg, checkpoint = main_job_from_flags(fv).predict
+    assert checkpoint == str(tmp_path) and pcfg.shard_ids == (0, 1)
+    assert model_cfg.image_size == 32
+    parse(fv, "--task_name=digits", f"--label_data_dir={digits_dir}", "--mode=export",
+          f"--model_dir={tmp_path}", f"--export_dir={tmp_path / 'e'}", "--export_top_k=3")
+    *_, ecfg = main_job_from_flags(fv).export
+    assert ecfg.export_dir == str(tmp_path / "e") and ecfg.top_k == 3
