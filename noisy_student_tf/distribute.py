@@ -12,11 +12,15 @@ from noisy_student_tf.errors import UserInputError
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 
 
-def _tf_config_workers() -> int:
+def _tf_config() -> dict:
     try:
-        cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
+        return json.loads(os.environ.get("TF_CONFIG", "{}"))
     except json.JSONDecodeError as e:
         raise UserInputError(f"TF_CONFIG is not valid JSON: {e}") from None
+
+
+def _tf_config_workers() -> int:
+    cluster = _tf_config().get("cluster", {})
     return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
 
 
@@ -27,10 +31,7 @@ def is_tpu(strategy) -> bool:
 def is_chief() -> bool:
     """Whether this process is the one that writes (checkpoints, summaries, locks): the `chief`
     task, or worker 0 of a cluster without one; True outside a TF_CONFIG cluster."""
-    try:
-        tf_config = json.loads(os.environ.get("TF_CONFIG", "{}"))
-    except json.JSONDecodeError as e:
-        raise UserInputError(f"TF_CONFIG is not valid JSON: {e}") from None
+    tf_config = _tf_config()
     task = tf_config.get("task") or {}
     if not task:
         return True

@@ -89,7 +89,11 @@ def cache_path(cache_dir: str | None = None) -> str:
 
 def prepare(cache_dir: str | None = None) -> str:
     """Writes the TFRecords once; returns the directory (train*, dev*, test*)."""
-    root = cache_path(cache_dir)
+    return prepare_at(cache_path(cache_dir))
+
+
+def prepare_at(root: str) -> str:
+    """prepare() into the directory `root` itself (a cache_path())."""
 
     def write(tmp):
         for subset, (images, labels) in load_split().items():

@@ -81,12 +81,6 @@ def _open(path: str):
     return open(path, "rb", buffering=0)
 
 
-def _size(path: str) -> int:
-    if "://" in path:
-        return tf.io.gfile.stat(path).length
-    return os.stat(path).st_size
-
-
 BLOCK_BYTES = 1 << 20  # headers of small records come from one read of a block
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from noisy_student_tf import io_utils
+from noisy_student_tf import io_utils, locks
 from noisy_student_tf.errors import UserInputError
 from noisy_student_tf.pseudo import selection, shards
 from noisy_student_tf.pseudo.filter_config import FilterConfig
@@ -40,20 +40,14 @@ def prelim_stats(cfg: FilterConfig, workers: list) -> selection.Histogram:
 
 @contextlib.contextmanager
 def _lock(path: str):
-    """An exclusive lock on a local file (no-op elsewhere: the merge is deterministic and each
-    output is renamed into place, so concurrent merges write the same bytes)."""
+    """An exclusive lock on a local file, waited for (no-op elsewhere: the merge is
+    deterministic and each output is renamed into place, so concurrent merges write the same
+    bytes)."""
     if "://" in path:
         yield
         return
-    import fcntl
-
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with locks.Lock(path, "the threshold merge", wait=True):
+        yield
 
 
 def missing_files(paths: list) -> list:

@@ -78,8 +78,6 @@ def claim(directory: str, tool: str, settings: dict, outputs: Callable[[], List[
         if existing:
             what = (_changes(stored, settings) if isinstance(stored, dict) else
                     f"no record of the settings that made them ({record} missing)")
-            if stored is None:
-                what = f"no record of the settings that made them ({record} missing)"
             if not redo:
                 raise UserInputError(
                     f"{directory} holds {len(existing)} {tool} output(s) made with other "

@@ -44,7 +44,7 @@ def resolve_data(cfg: RunConfig, training: bool = True) -> RunConfig:
     training records when no count was given (custom data). Returns the completed config."""
     d = cfg.data
     if d.embedded_digits:
-        digits.prepare(os.path.dirname(os.path.dirname(d.label_data_dir)))
+        digits.prepare_at(d.label_data_dir)
     if not training and d.num_train_images is None:  # evaluation needs no schedule
         return dataclasses.replace(cfg, data=dataclasses.replace(d, num_train_images=0))
     if d.num_train_images is None:

@@ -107,21 +107,18 @@ def test_crafted_length_prefix_in_every_input_isassert_one_line_error(tmp_path, 
     (empty / "extra-00000-of-00001").write_bytes(b"")
     run_main("--task_name=digits", f"--label_data_dir={digits_dir}",
              f"--model_dir={tmp_path / 't'}", "--mode=train", "--train_steps=2", *TINY)
-    proc = run_main("--task_name=digits", f"--label_data_dir={digits_dir}",
-                    f"--unlabel_data_dir={empty}", "--unlabel_ratio=1",
-                    "--teacher_model_name=efficientnet-b0",
-                    f"--teacher_model_path={tmp_path / 't'}",
-                    f"--model_dir={tmp_path / 's0'}", "--mode=train", "--train_steps=2", *TINY,
-                    check=False)
-    assert_one_line_error(proc, "file(s) hold no records")
+
+    def student(unlabeled, model_dir):
+        return run_main("--task_name=digits", f"--label_data_dir={digits_dir}",
+                        f"--unlabel_data_dir={unlabeled}", "--unlabel_ratio=1",
+                        "--teacher_model_name=efficientnet-b0",
+                        f"--teacher_model_path={tmp_path / 't'}", f"--model_dir={model_dir}",
+                        "--mode=train", "--train_steps=2", *TINY, check=False)
+
+    assert_one_line_error(student(empty, tmp_path / "s0"), "file(s) hold no records")
     # the same file as unlabeled data of a student (online teacher)
-    proc = run_main("--task_name=digits", f"--label_data_dir={digits_dir}",
-                    f"--unlabel_data_dir={data}", "--unlabel_ratio=1",
-                    "--teacher_model_name=efficientnet-b0",
-                    f"--teacher_model_path={tmp_path / 't'}",
-                    f"--model_dir={tmp_path / 's'}", "--mode=train", "--train_steps=2", *TINY,
-                    check=False)
-    assert_one_line_error(proc, "train-00001-of-00004 record 3: truncated record")
+    assert_one_line_error(student(data, tmp_path / "s"),
+                          "train-00001-of-00004 record 3: truncated record")
     # prediction input
     proc = run_main("--mode=predict", "--task_name=digits", f"--predict_ckpt_path={tmp_path / 't'}",
                     f"--label_data_dir={data}", "--file_prefix=train", "--num_shards=4",
