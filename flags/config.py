@@ -10,7 +10,7 @@ from flags.main_flags import NO_EFFECT_FLAGS
 from noisy_student_tf import run_info
 from noisy_student_tf.config import (DataConfig, ModelConfig, RunConfig, StudentConfig,
                                      TrainConfig)
-from noisy_student_tf.data import augment, digits, pipeline, task_info
+from noisy_student_tf.data import augment, digits, pipeline, prepare, task_info, tfds_source
 from noisy_student_tf.errors import UserInputError
 from noisy_student_tf.models import MODEL_PARAMS
 from noisy_student_tf.models.params import SMALL_IMAGE_PRESETS
@@ -54,7 +54,10 @@ def checkpoint_model(fv, cfg: RunConfig, path: str, flag: str):
         return cfg.model, tuple(cfg.data.mean_rgb), tuple(cfg.data.stddev_rgb)
     what = f"--{flag}={path!r}"
     run_info.check_model(info, cfg.model, sorted(explicit_model_fields(fv)), what)
-    if _present(fv, "task_name") and fv.task_name != "custom":  # custom has no mean/std
+    if _present(fv, "mean_rgb") or _present(fv, "stddev_rgb"):
+        run_info.check_normalisation(info, cfg.data.mean_rgb, cfg.data.stddev_rgb,
+                                     fv.task_name, what, source="--mean_rgb/--stddev_rgb")
+    elif _present(fv, "task_name") and fv.task_name != "custom":  # custom has no mean/std
         run_info.check_normalisation(info, cfg.data.mean_rgb, cfg.data.stddev_rgb,
                                      fv.task_name, what)
     model = dataclasses.replace(info.model, fix_layer_num=-1)
@@ -187,6 +190,12 @@ def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
         raise UserInputError("--label_data_dir is required for --task_name="
                              f"{values['task_name']}")
 
+    num_classes, mean, std = _dataset_facts(fv, values, info, label_dir, num_classes)
+    if values["skip_corrupt_records"] and (tfds_source.is_tfds(label_dir) or
+                                           tfds_source.is_tfds(values["unlabel_data_dir"])):
+        raise UserInputError("--skip_corrupt_records reads upstream-format records only; "
+                             "convert the tfds dataset with tools/prepare_data.py first")
+
     # None: counted from the training files when the run starts (train/run.py)
     num_train = values["num_train_images"] or info.num_train_images
     if values["task_name"] == "digits" and values["label_data_dir"]:
@@ -221,12 +230,15 @@ def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
     data = DataConfig(
         task_name=values["task_name"], label_data_dir=label_dir,
         num_train_images=num_train or None, embedded_digits=embedded, eval_images=eval_images,
-        mean_rgb=info.mean_rgb, stddev_rgb=info.stddev_rgb,
+        mean_rgb=mean, stddev_rgb=std,
         flip=_flip(values, info, small),
         use_cache=values["use_cache"],
         num_train_shards=values["num_train_shards"], deterministic=values["deterministic"],
         skip_corrupt_records=values["skip_corrupt_records"],
         augment=aug,
+        tfds_data_dir=values["tfds_data_dir"], tfds_train_split=values["tfds_train_split"],
+        tfds_dev_split=values["tfds_dev_split"], tfds_test_split=values["tfds_test_split"],
+        tfds_unlabel_split=values["tfds_unlabel_split"],
     )
     train = TrainConfig(
         model_dir=values["model_dir"], train_steps=train_steps, train_last_step_num=last,
@@ -248,7 +260,7 @@ def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
     student = StudentConfig()
     if values["mode"] in ("train", "train_and_eval"):
         student = student_config(fv, values, model, aug)
-    if student.enabled:
+    if student.enabled and not tfds_source.is_tfds(student.unlabel_data_dir):
         pipeline.unlabeled_files(student.unlabel_data_dir)  # fails early, naming the dir
     if train.init_model_path:
         info = run_info.read(train.init_model_path)
@@ -280,6 +292,46 @@ def _with_checkpoint_model(fv, values: dict, cfg: RunConfig) -> RunConfig:
         run_info.check_model(info, cfg.model, list(run_info.ARCHITECTURE_FLAGS),
                              f"the checkpoint in --model_dir={model_dir!r} (resuming)")
     return cfg
+
+
+def _rgb(values: dict, name: str) -> Optional[tuple]:
+    raw = values[name]
+    if raw is None:
+        return None
+    try:
+        rgb = tuple(float(v) for v in raw)
+    except ValueError:
+        rgb = ()
+    if len(rgb) != 3 or (name == "stddev_rgb" and min(rgb) <= 0):
+        raise UserInputError(f"--{name}={','.join(raw)}: three numbers (R,G,B on the 0-255 "
+                             "scale) expected" + (", all > 0" if name == "stddev_rgb" else ""))
+    return rgb
+
+
+def _dataset_facts(fv, values: dict, info, label_dir: str, num_classes: int):
+    """(classes, mean_rgb, stddev_rgb): --mean_rgb/--stddev_rgb, else for custom data the
+    dataset_info.json tools/prepare_data.py wrote into label_dir, else the task's. A prepared
+    directory also gives the class count; a conflicting --num_label_classes is an error."""
+    prepared = None
+    if values["task_name"] == "custom" and label_dir and not tfds_source.is_tfds(label_dir):
+        try:
+            prepared = prepare.read_info(label_dir)
+        except ValueError as e:
+            raise UserInputError(f"--label_data_dir={label_dir!r}: {e}") from None
+    if prepared and prepared.get("num_classes"):
+        if not _present(fv, "num_label_classes"):
+            num_classes = int(prepared["num_classes"])
+        elif num_classes != prepared["num_classes"]:
+            raise UserInputError(
+                f"--num_label_classes={num_classes} but {label_dir}/{prepare.INFO_FILE} "
+                f"records {prepared['num_classes']} classes")
+    mean, std = _rgb(values, "mean_rgb"), _rgb(values, "stddev_rgb")
+    if (mean is None) != (std is None):
+        raise UserInputError("--mean_rgb and --stddev_rgb go together (give both)")
+    if mean is None and prepared and prepared.get("mean_rgb"):
+        mean, std = tuple(prepared["mean_rgb"]), tuple(prepared["stddev_rgb"])
+        logging.info("mean/std of %s/%s: %s / %s", label_dir, prepare.INFO_FILE, mean, std)
+    return num_classes, mean or info.mean_rgb, std or info.stddev_rgb
 
 
 def _flip(values: dict, info, small: bool) -> bool:

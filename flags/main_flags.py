@@ -194,5 +194,23 @@ def define_main_flags(flag_values=None) -> None:
                   "svhn and digits never do (as upstream), custom data flips unless it uses the "
                   "32x32 small-image model (upstream's SVHN path; digits and text must not be "
                   "mirrored). --flip for CIFAR-like 32x32 images.")
+    d.DEFINE_list("mean_rgb", None,
+                  "Per-channel mean (R,G,B on the 0-255 scale) the images are normalised with. "
+                  "Unset: the task's, or for custom data the mean in <label_data_dir>/"
+                  "dataset_info.json (tools/prepare_data.py --compute_mean_std), else ImageNet's. "
+                  "Stored in run_config.json; eval, predict, export and teachers reuse it.")
+    d.DEFINE_list("stddev_rgb", None, "Per-channel standard deviation (0-255), as --mean_rgb.")
+    d.DEFINE_string("tfds_data_dir", None,
+                    "With --label_data_dir / --unlabel_data_dir of the form tfds:NAME: the "
+                    "tensorflow-datasets data dir holding the prepared dataset (default: tfds' "
+                    "own). Nothing is downloaded.")
+    d.DEFINE_string("tfds_train_split", "train", "tfds:NAME: split string of the training "
+                    "images (e.g. train[4000:]).")
+    d.DEFINE_string("tfds_dev_split", "", "tfds:NAME: split of the dev images (e.g. "
+                    "train[:4000]); empty: `validation` when the dataset has it, else none.")
+    d.DEFINE_string("tfds_test_split", "test", "tfds:NAME: split of the test images; empty: "
+                    "none.")
+    d.DEFINE_string("tfds_unlabel_split", "train", "--unlabel_data_dir=tfds:NAME: the split "
+                    "whose images are the unlabeled data (labels unused), e.g. extra.")
     d.DEFINE_bool("deterministic", False,
                   "Deterministic tf.data order (slower); with --seed gives repeatable runs.")

@@ -51,6 +51,13 @@ class DataConfig:
     deterministic: bool = False
     skip_corrupt_records: bool = False
     augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    # label_data_dir / unlabel_data_dir `tfds:NAME`: a prepared tensorflow-datasets dataset read
+    # in place (data/tfds_source.py); dev "" = its `validation` split when it has one.
+    tfds_data_dir: Optional[str] = None
+    tfds_train_split: str = "train"
+    tfds_dev_split: str = ""
+    tfds_test_split: str = "test"
+    tfds_unlabel_split: str = "train"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -88,13 +88,17 @@ def check_model(info: CheckpointInfo, wanted: ModelConfig, fields: Iterable[str]
 
 
 def check_normalisation(info: CheckpointInfo, mean_rgb, stddev_rgb, task_name: str,
-                        what: str) -> None:
+                        what: str, source: str = "") -> None:
+    """A checkpoint's mean/std against the run's; `source` names what set the run's (default
+    the task)."""
     if info.mean_rgb is None:
         return
     if not all(_same(a, b) for a, b in zip(info.mean_rgb, mean_rgb)) or not all(
             _same(a, b) for a, b in zip(info.stddev_rgb, stddev_rgb)):
+        fix = (f"drop --task_name or pass --task_name={info.task_name}" if not source else
+               "drop the flags to use the checkpoint's")
         raise UserInputError(
-            f"--task_name={task_name} normalises with mean {tuple(round(v, 3) for v in mean_rgb)}"
-            f", but {what} was trained with mean {tuple(round(v, 3) for v in info.mean_rgb)} "
-            f"(task {info.task_name}, {info.path}); drop --task_name or pass "
-            f"--task_name={info.task_name}")
+            f"{source or f'--task_name={task_name}'} normalises with mean "
+            f"{tuple(round(v, 3) for v in mean_rgb)}, but {what} was trained with mean "
+            f"{tuple(round(v, 3) for v in info.mean_rgb)} (task {info.task_name}, {info.path}); "
+            + fix)

@@ -7,9 +7,8 @@ import tensorflow as tf
 
 from noisy_student_tf import io_utils
 from noisy_student_tf.data import augment as augment_lib
-from noisy_student_tf.data import framing, preprocess, records
+from noisy_student_tf.data import framing, keys, preprocess, records, tfds_source
 from noisy_student_tf.errors import UserInputError
-from noisy_student_tf.data import keys
 
 # upstream data_input.py: interleave cycle 64, 8 MiB read buffer, shuffle 16384 with cache and
 # 1024 without.
@@ -119,6 +118,18 @@ def train_files(data_dirs: str, num_train_shards: Optional[int] = None) -> list:
     return files
 
 
+def source_paths(files) -> list:
+    """The files of an input: a list of upstream-format shards or a tfds split
+    (data/tfds_source.TfdsSplit), which every reader below also accepts."""
+    return files.paths if isinstance(files, tfds_source.TfdsSplit) else list(files)
+
+
+def _labeled_parser(files):
+    if isinstance(files, tfds_source.TfdsSplit):
+        return tfds_source.parse_labeled(files)
+    return records.parse_labeled
+
+
 def count_records(files: Sequence[str]) -> int:
     """Counts records (used when image counts are not given by flag or task) from the frame
     headers alone (data/framing.py), which also stops a file whose framing is bad."""
@@ -150,14 +161,20 @@ def _read(files, cfg: InputConfig, is_training: bool, input_context=None,
           expand_copies: bool = False):
     # Every file's frame headers are checked before TensorFlow reads it (a crafted length
     # prefix would crash the reader); the skip list's read limits stop before a bad frame.
+    tfds_split = files if isinstance(files, tfds_source.TfdsSplit) else None
+    files = source_paths(files)
     framing.require(files, dict(cfg.skip.limits) if cfg.skip is not None else None)
-    records_of = (cfg.skip.records_fn() if cfg.skip is not None else
-                  lambda f: tf.data.TFRecordDataset(f, buffer_size=READ_BUFFER_BYTES))
+    if tfds_split is not None:  # the split's window of each file (split strings may slice)
+        records_of = tfds_source.records(tfds_split)
+    elif cfg.skip is not None:
+        records_of = cfg.skip.records_fn()
+    else:
+        records_of = lambda f: tf.data.TFRecordDataset(f, buffer_size=READ_BUFFER_BYTES)  # noqa
     if not is_training:  # file order, record order: results line up with the inputs
-        if cfg.skip is not None:
-            return tf.data.Dataset.from_tensor_slices(list(files)).flat_map(records_of)
-        return tf.data.TFRecordDataset(list(files), buffer_size=READ_BUFFER_BYTES)
-    ds = tf.data.Dataset.from_tensor_slices(list(files))
+        if cfg.skip is not None or tfds_split is not None:
+            return tf.data.Dataset.from_tensor_slices(files).flat_map(records_of)
+        return tf.data.TFRecordDataset(files, buffer_size=READ_BUFFER_BYTES)
+    ds = tf.data.Dataset.from_tensor_slices(files)
     n_hosts = input_context.num_input_pipelines if input_context is not None else 1
     host = input_context.input_pipeline_id if input_context is not None else 0
     shard_records = n_hosts > len(files)  # too few files for one per host: split records
@@ -196,9 +213,10 @@ def labeled_train_dataset(files, cfg: InputConfig, batch_size: int, input_contex
     aug = cfg.augment
     per_image = augment_lib.image_fn(aug, cfg.image_size, cfg.small_image)
     per_batch = augment_lib.batch_fn(aug, cfg.small_image)
+    parse_labeled = _labeled_parser(files)
 
     def parse(serialized, seed):
-        ex = records.parse_labeled(serialized)
+        ex = parse_labeled(serialized)
         image = preprocess.decode(ex["encoded"])
         if aug.remove_aug:  # upstream remove_aug: eval preprocessing, no crop/flip/RA
             image = preprocess.preprocess_for_eval(image, cfg.image_size, cfg.small_image)
@@ -229,9 +247,10 @@ def _map_batch_augment(ds, parse, cfg: InputConfig, batch_size: int, per_batch, 
 def eval_dataset(files, cfg: InputConfig, batch_size: int):
     """One pass, in file order, keeping the last partial batch (upstream dropped it)."""
     ds = _read(files, cfg, False)
+    parse_labeled = _labeled_parser(files)
 
     def parse(serialized):
-        ex = records.parse_labeled(serialized)
+        ex = parse_labeled(serialized)
         image = preprocess.preprocess_for_eval(
             preprocess.decode(ex["encoded"]), cfg.image_size, cfg.small_image
         )
@@ -276,20 +295,31 @@ def unlabeled_train_dataset(files, cfg: InputConfig, batch_size: int, student_au
         "label": tf.io.FixedLenFeature([], tf.int64, default_value=-1),
         **records.soft_label_spec(cfg.num_classes),
     }
-    ds = tf.data.Dataset.zip((_read(files, scfg, True, input_context, expand_copies=True),
+    tfds_split = files if isinstance(files, tfds_source.TfdsSplit) else None
+    ds = tf.data.Dataset.zip((_read(files, scfg, True, input_context,
+                                    expand_copies=tfds_split is None),
                               tf.data.Dataset.random(seed=cfg.seed + 2).batch(2)))
 
+    def parse_record(serialized):
+        """-> (encoded image, 0-based label or -1, soft label [C] or zeros)."""
+        if tfds_split is None:
+            ex = tf.io.parse_single_example(serialized, spec)
+            return (ex[records.IMAGE_KEY], tf.cast(ex["label"], tf.int32),
+                    records.dense_probabilities(ex, cfg.num_classes))
+        # a tfds split: the image only (no soft labels: an online teacher labels it)
+        ex = tfds_source.parse_labeled(tfds_split)(serialized)
+        return ex["encoded"], tf.constant(-1, tf.int32), tf.zeros([cfg.num_classes])
+
     def parse(serialized, seed):
-        ex = tf.io.parse_single_example(serialized, spec)
-        image = preprocess.decode(ex[records.IMAGE_KEY])
+        encoded, label, probs = parse_record(serialized)
+        image = preprocess.decode(encoded)
         if aug.remove_aug:
             student = preprocess.preprocess_for_eval(image, cfg.image_size, cfg.small_image)
         else:
             student = preprocess.preprocess_for_train(
                 image, cfg.image_size, cfg.small_image, cfg.flip, seed, per_image,
                 truncate=per_batch is not None)
-        out = {keys.UNL_IMAGE: student, keys.UNL_LABEL: tf.cast(ex["label"], tf.int32),
-               keys.UNL_PROBS: records.dense_probabilities(ex, cfg.num_classes)}
+        out = {keys.UNL_IMAGE: student, keys.UNL_LABEL: label, keys.UNL_PROBS: probs}
         if teacher_size is not None:
             out[keys.UNL_TEACHER_IMAGE] = preprocess.preprocess_for_eval(
                 image, teacher_size, cfg.small_image)

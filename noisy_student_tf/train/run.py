@@ -13,7 +13,7 @@ from absl import logging
 
 from noisy_student_tf import distribute, io_utils, locks
 from noisy_student_tf.config import ExportConfig, ModelConfig, RunConfig
-from noisy_student_tf.data import digits, framing, pipeline, validate
+from noisy_student_tf.data import digits, framing, pipeline, tfds_source, validate
 from noisy_student_tf.errors import BadDataError, UserInputError
 from noisy_student_tf.train import checkpoints
 from noisy_student_tf.train.evaluate import EVAL_RESULTS
@@ -48,14 +48,36 @@ def resolve_data(cfg: RunConfig, training: bool = True) -> RunConfig:
     if not training and d.num_train_images is None:  # evaluation needs no schedule
         return dataclasses.replace(cfg, data=dataclasses.replace(d, num_train_images=0))
     if d.num_train_images is None:
-        files = pipeline.train_files(d.label_data_dir, d.num_train_shards)
-        count = framing.require(files)
-        logging.info("Counted %d training images in %d files", count, len(files))
+        files = train_source(cfg)
+        if isinstance(files, tfds_source.TfdsSplit):
+            count = files.num_examples
+        else:
+            count = framing.require(files)
+            logging.info("Counted %d training images in %d files", count, len(files))
         if count < 1:
-            raise UserInputError(f"--label_data_dir={d.label_data_dir!r}: its {len(files)} "
-                                 f"training file(s) hold no records (first: {files[0]})")
+            first = pipeline.source_paths(files)[0]
+            raise UserInputError(f"--label_data_dir={d.label_data_dir!r}: its training "
+                                 f"file(s) hold no records (first: {first})")
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(d, num_train_images=count))
     return cfg
+
+
+def _tfds_split(cfg: RunConfig, uri: str, split: str, flag: str) -> tfds_source.TfdsSplit:
+    d = cfg.data
+    source = tfds_source.resolve(uri, split, d.tfds_data_dir, flag)
+    if source.num_classes is not None and source.num_classes != cfg.model.num_classes:
+        raise UserInputError(f"--{flag}={uri!r}: split {split!r} has {source.num_classes} "
+                             f"classes, but the model has {cfg.model.num_classes} "
+                             "(--num_label_classes)")
+    return source
+
+
+def train_source(cfg: RunConfig):
+    """The training files (upstream-format shards) or tfds split of cfg's labeled data."""
+    d = cfg.data
+    if tfds_source.is_tfds(d.label_data_dir):
+        return _tfds_split(cfg, d.label_data_dir, d.tfds_train_split, "label_data_dir")
+    return pipeline.train_files(d.label_data_dir, d.num_train_shards)
 
 
 def _input_config(cfg: RunConfig) -> pipeline.InputConfig:
@@ -67,6 +89,18 @@ def _input_config(cfg: RunConfig) -> pipeline.InputConfig:
 
 
 def _eval_files(cfg: RunConfig) -> dict:
+    d = cfg.data
+    if tfds_source.is_tfds(d.label_data_dir):
+        out = {}
+        dev = d.tfds_dev_split
+        if not dev:  # its validation split when the dataset has one
+            splits = tfds_source.load_builder(d.label_data_dir[len(tfds_source.PREFIX):],
+                                              d.tfds_data_dir, "label_data_dir").info.splits
+            dev = "validation" if "validation" in splits else ""
+        for subset, split in (("dev", dev), ("test", d.tfds_test_split)):
+            if split:
+                out[subset] = _tfds_split(cfg, d.label_data_dir, split, f"tfds_{subset}_split")
+        return out
     out = {}
     for subset, patterns in pipeline.EVAL_PATTERNS.items():
         files = pipeline.list_files(cfg.data.label_data_dir, patterns)
@@ -115,6 +149,7 @@ def _bad_data(error: tf.errors.OpError, inputs: Inputs) -> BadDataError:
     if ours:
         return BadDataError(f"bad input data: {ours[0].split('Condition')[0].strip()}")
     where = None
+    inputs = [i for i in inputs if not isinstance(i[1], tfds_source.TfdsSplit)]
     if inputs:
         logging.warning("the input pipeline failed; checking the input records to name the "
                         "bad one")
@@ -128,17 +163,26 @@ def _bad_data(error: tf.errors.OpError, inputs: Inputs) -> BadDataError:
 def _student_inputs(cfg: RunConfig, strategy) -> Tuple[List[str], int]:
     """The unlabeled files and per-replica unlabeled batch of a Noisy Student run."""
     st, t, d = cfg.student, cfg.train, cfg.data
-    unl_files = pipeline.unlabeled_files(st.unlabel_data_dir)
-    if not d.skip_corrupt_records and framing.require(unl_files) == 0:
-        raise UserInputError(f"--unlabel_data_dir={st.unlabel_data_dir!r}: its {len(unl_files)} "
-                             f"file(s) hold no records (first: {unl_files[0]})")
+    if tfds_source.is_tfds(st.unlabel_data_dir):
+        if st.teacher is None:
+            raise UserInputError(f"--unlabel_data_dir={st.unlabel_data_dir!r} holds no teacher "
+                                 "predictions: give an online teacher (--teacher_model_name) "
+                                 "or prepare_data + predict + filter for offline training")
+        unl_files = _tfds_split(cfg, st.unlabel_data_dir, d.tfds_unlabel_split,
+                                "unlabel_data_dir")
+    else:
+        unl_files = pipeline.unlabeled_files(st.unlabel_data_dir)
+    paths = pipeline.source_paths(unl_files)
+    if not d.skip_corrupt_records and framing.require(paths) == 0:
+        raise UserInputError(f"--unlabel_data_dir={st.unlabel_data_dir!r}: its {len(paths)} "
+                             f"file(s) hold no records (first: {paths[0]})")
     global_unl = st.unlabeled_batch_size(t.train_batch_size, t.label_data_sample_prob)
     replicas = strategy.num_replicas_in_sync
     if global_unl % replicas:
         raise UserInputError(
             f"the unlabeled batch ceil(train_batch_size * label_data_sample_prob * "
             f"unlabel_ratio) = {global_unl} is not divisible by the {replicas} replicas")
-    if st.teacher is None:
+    if st.teacher is None and not isinstance(unl_files, tfds_source.TfdsSplit):
         validate.check_offline_targets(unl_files, st.teacher_softmax_temp is not None,
                                        st.teacher_softmax_temp)
     logging.info("Noisy Student: %d labeled + %d unlabeled images per step, %s teacher",
@@ -169,10 +213,11 @@ def train_and_evaluate(cfg: RunConfig, strategy, evaluate: bool = True,
     io_utils.write_json_atomic(os.path.join(t.model_dir, "FLAGS.json"), flag_values or {})
     io_utils.write_json_atomic(os.path.join(t.model_dir, "run_config.json"),
                                dataclasses.asdict(cfg))
-    files = pipeline.train_files(d.label_data_dir, d.num_train_shards)
-    if not d.skip_corrupt_records and framing.require(files) == 0:
-        raise UserInputError(f"--label_data_dir={d.label_data_dir!r}: its {len(files)} "
-                             f"training file(s) hold no records (first: {files[0]})")
+    files = train_source(cfg)
+    paths = pipeline.source_paths(files)
+    if not d.skip_corrupt_records and framing.require(paths) == 0:
+        raise UserInputError(f"--label_data_dir={d.label_data_dir!r}: its {len(paths)} "
+                             f"training file(s) hold no records (first: {paths[0]})")
     replicas = strategy.num_replicas_in_sync
     if t.train_batch_size % replicas:
         raise UserInputError(f"--train_batch_size={t.train_batch_size} is not divisible by the "
