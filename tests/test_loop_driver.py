@@ -143,6 +143,8 @@ def test_offline_loop_predicts_filters_and_trains_from_records(tmp_path):
     assert os.path.exists(os.path.join(pseudo, "predict_label", "predict_settings.json"))
     final = json.load(open(os.path.join(pseudo, "filter_data", "stats", "final_stats.json")))
     assert final["total_cnt"] > 0
+    pictures = os.listdir(os.path.join(pseudo, "filter_data", "pictures"))
+    assert "counts.png" in pictures and any(p.startswith("class_") for p in pictures)
     log = open(os.path.join(out, "student_1", "stage_log.txt")).read()
     assert "offline (stored predictions)" in log
     assert "Teacher efficientnet-b0 loaded" not in log  # no teacher built in offline mode

@@ -65,7 +65,12 @@ def test_online_loss_is_lab_plus_r_times_unl_and_teacher_is_frozen(tmp_path):
     q = tf.nn.softmax(t_logits)
     lab = float(losses.labeled_loss_sum(batch["label"], logits[:4], 3, 0.1)) / 4
     unl = float(tf.reduce_mean(losses.soft_cross_entropy(q, logits[4:])))
-    metrics, _ = trainer.make_train_loop()(iter(ssl_batches()), tf.constant(1))
+    metrics, images = trainer.make_train_loop()(iter(ssl_batches()), tf.constant(1))
+    # TensorBoard gets the student's inputs of both streams (here unaugmented: the batches)
+    k = cfg.train.image_summary_images
+    np.testing.assert_array_equal(images["train/input_images"], batch["image"][:k])
+    np.testing.assert_array_equal(images["train/unlabeled_input_images"],
+                                  batch["unl_image"][:k])
     assert float(metrics["lab/loss"]) == pytest.approx(lab, rel=1e-4)
     assert float(metrics["ext/loss"]) == pytest.approx(unl, rel=1e-4)
     assert float(metrics["train/data_loss"]) == pytest.approx(lab + 2.0 * unl, rel=1e-4)

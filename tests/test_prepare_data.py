@@ -349,19 +349,86 @@ def test_folder_to_training_prediction_and_filter(tmp_path):
     assert kept and framing.require(kept) > 0
 
 
+def fake_registered(data_dir, name, version, sizes, num_classes=10, seed=1):
+    """Files in `data_dir` that tensorflow-datasets' own registered builder `name` (e.g.
+    svhn_cropped) loads as prepared: the recipes run offline on a few images."""
+    import tensorflow_datasets as tfds
+
+    rng = np.random.RandomState(seed)
+
+    def split(n):
+        labels = rng.randint(0, num_classes, n)
+        images = (rng.randint(0, 60, (n, 1, 1, 3)) + 19 * labels[:, None, None, None]
+                  + np.zeros((1, 32, 32, 1), int))
+        return tf.data.Dataset.from_tensor_slices({"image": images.astype(np.uint8),
+                                                   "label": labels})
+
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name=name, version=version, data_dir=str(data_dir), config=None,
+        split_datasets={k: split(n) for k, n in sizes.items()},
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(32, 32, 3)),
+            "label": tfds.features.ClassLabel(num_classes=num_classes)}))
+
+
 @pytest.mark.e2e
-def test_main_trains_straight_from_tfds(tfds_dir, tmp_path):
+def test_svhn_recipe_from_tfds_converted_and_direct(tmp_path):
+    """The README's SVHN recipe on a stand-in svhn_cropped (tfds' registered builder reads it):
+    prepare_data -> the teacher on the records; then a student straight from tfds, labeled
+    train[10:] / dev train[:10] and the `extra` split as its unlabeled data."""
     from tests.helpers import TINY, run_main
 
-    model = str(tmp_path / "model")
-    run_main("--task_name=custom", "--label_data_dir=tfds:tiny_digits_like",
-             f"--tfds_data_dir={tfds_dir}", "--tfds_train_split=train[8:]",
-             "--tfds_dev_split=train[:8]", "--num_label_classes=3", f"--model_dir={model}",
-             *TINY, "--mode=train_and_eval", "--train_steps=2", "--input_image_size=32")
-    results = json.load(open(os.path.join(model, "eval_results.json")))
-    assert {k: v["num_images"] for k, v in results.items()} == {"dev": 8, "test": 12}
-    proc = run_main("--task_name=custom", "--label_data_dir=tfds:tiny_digits_like",
-                    f"--tfds_data_dir={tfds_dir}", "--num_label_classes=4",
-                    f"--model_dir={tmp_path}/m2", *TINY, "--mode=train", "--train_steps=2",
+    tfds_dir = tmp_path / "tfds"
+    fake_registered(tfds_dir, "svhn_cropped", "3.1.0", {"train": 50, "test": 20, "extra": 30})
+    out = str(tmp_path / "svhn")
+    run_tool("prepare_data.py", "--tfds_name=svhn_cropped", f"--tfds_data_dir={tfds_dir}",
+             "--tfds_unlabeled_split=extra", "--dev_size=10", "--train_shards=4",
+             "--eval_shards=2", "--unlabeled_shards=4", f"--output_dir={out}")
+    assert len(pipeline.list_files(out, ("extra-*",))) == 4
+    teacher = str(tmp_path / "teacher")
+    run_main("--task_name=svhn", f"--label_data_dir={out}", f"--model_dir={teacher}", *TINY,
+             "--mode=train_and_eval", "--train_steps=2", "--augment_name=v1", "--randaug_mag=5")
+    results = json.load(open(os.path.join(teacher, "eval_results.json")))
+    assert {k: v["num_images"] for k, v in results.items()} == {"dev": 10, "test": 20}
+    student = str(tmp_path / "student")
+    tfds_args = ["--label_data_dir=tfds:svhn_cropped", f"--tfds_data_dir={tfds_dir}",
+                 "--tfds_train_split=train[10:]", "--tfds_dev_split=train[:10]"]
+    run_main("--task_name=svhn", *tfds_args, f"--model_dir={student}", *TINY,
+             "--mode=train_and_eval", "--train_steps=2", "--unlabel_ratio=2",
+             "--unlabel_data_dir=tfds:svhn_cropped", "--tfds_unlabel_split=extra",
+             "--teacher_model_name=efficientnet-b0", f"--teacher_model_path={teacher}",
+             "--teacher_softmax_temp=1")
+    results = json.load(open(os.path.join(student, "eval_results.json")))
+    assert {k: v["num_images"] for k, v in results.items()} == {"dev": 10, "test": 20}
+    # offline from tfds has no predictions to train on: one line
+    proc = run_main("--task_name=svhn", *tfds_args, f"--model_dir={tmp_path}/s2", *TINY,
+                    "--mode=train", "--train_steps=2", "--unlabel_ratio=2",
+                    "--unlabel_data_dir=tfds:svhn_cropped", "--tfds_unlabel_split=extra",
                     check=False)
-    assert_one_line_error(proc, "has 3 classes, but the model has 4")
+    assert_one_line_error(proc, "holds no teacher predictions")
+
+
+def test_cifar10_recipe_prepares_from_tfds(tmp_path):
+    from noisy_student_tf.data import task_info
+
+    fake_registered(tmp_path / "tfds", "cifar10", "3.0.2", {"train": 30, "test": 10})
+    info = prepare.run(prepare.PrepareConfig(
+        output_dir=str(tmp_path / "c10"), tfds_name="cifar10", tfds_data_dir=str(tmp_path / "tfds"),
+        dev_size=5, compute_mean_std=True))
+    assert info["counts"] == {"train": 25, "dev": 5, "test": 10} and info["num_classes"] == 10
+    task = task_info.get_task_info("cifar10")
+    assert task.small_image and task.flip and task.num_classes == 10
+    assert (task.num_train_images, task.num_eval_images) == (45000, 5000)  # 50k - 5k dev
+
+
+def test_tfds_class_count_must_match_the_model(tfds_dir):
+    from noisy_student_tf.config import DataConfig, ModelConfig, RunConfig
+    from noisy_student_tf.train import run
+
+    cfg = RunConfig(model=ModelConfig(num_classes=4), data=DataConfig(
+        task_name="custom", label_data_dir="tfds:tiny_digits_like", tfds_data_dir=tfds_dir))
+    with pytest.raises(UserInputError, match="has 3 classes, but the model has 4"):
+        run.train_source(cfg)
+    ok = dataclasses.replace(cfg, model=ModelConfig(num_classes=3))
+    assert run.resolve_data(dataclasses.replace(ok, data=dataclasses.replace(
+        ok.data, num_train_images=None))).data.num_train_images == 40

@@ -32,6 +32,15 @@ TASKS = {
         _x255((0.19803012, 0.20101562, 0.19703614)),
         num_classes=10, small_image=True, flip=False,
     ),
+    # CIFAR-10 in this port (upstream has no CIFAR task): 5,000 of the 50,000 training images
+    # held out as dev, as upstream holds out 4,000 of SVHN's (tools/prepare_data.py
+    # --tfds_name=cifar10 --dev_size=5000); the 32x32 small-image model; natural images flip;
+    # mean/std of the 50,000 training images.
+    "cifar10": TaskInfo(
+        "cifar10", 45000, 5000, 10000,
+        _x255((0.4914, 0.4822, 0.4465)), _x255((0.2470, 0.2435, 0.2616)),
+        num_classes=10, small_image=True, flip=True,
+    ),
     # scikit-learn's load_digits, written to TFRecords by noisy_student_tf.data.digits. Counts are
     # the fixed split there; mean/std are of the 32x32 train images (all channels equal).
     "digits": TaskInfo(

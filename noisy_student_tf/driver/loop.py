@@ -294,6 +294,9 @@ class LoopPlan:
                     f"pseudo_{i}: the filter kept no image (every teacher confidence is below "
                     f"--filter_min_threshold={c.filter_min_threshold}; see "
                     f"{os.path.join(d, 'filter_data', 'threshold.json')})")
+            # what the teacher's pseudo-labels look like: <pseudo_1>/filter_data/pictures
+            yield ["tools/show_pseudo_labels.py", f"--filter_dir={os.path.join(d, 'filter_data')}",
+                   f"--num_label_classes={self.num_classes}"]
 
         return self._stage(f"pseudo_{i}", settings, commands, after=after)
 

@@ -194,14 +194,25 @@ class Trainer:
         t, m = self.cfg.train, self.cfg.model
         per_replica_batch = t.train_batch_size // self.strategy.num_replicas_in_sync
         k = min(max(t.image_summary_images, 1), per_replica_batch)
+        # the student's noised view of the unlabeled stream too (Noisy Student runs)
+        st = self.cfg.student
+        k_unl = 0
+        if st.enabled:
+            per_replica_unl = (st.unlabeled_batch_size(t.train_batch_size,
+                                                       t.label_data_sample_prob)
+                               // self.strategy.num_replicas_in_sync)
+            k_unl = min(max(t.image_summary_images, 1), per_replica_unl)
 
         @tf.function
         def train_loop(iterator, num_steps):
             """Runs num_steps steps; returns the last step's metrics and, for TensorBoard, the
             first k input images of replica 0's last batch (what the model saw, noise
-            included)."""
+            included), labeled and unlabeled: {summary name: uint8 images}."""
             metrics = {name: tf.constant(0.0) for name in names}
-            images = tf.zeros([k, m.image_size, m.image_size, 3], tf.uint8)
+            shape = [m.image_size, m.image_size, 3]
+            images = {"train/input_images": tf.zeros([k] + shape, tf.uint8)}
+            if k_unl:
+                images["train/unlabeled_input_images"] = tf.zeros([k_unl] + shape, tf.uint8)
             for _ in tf.range(num_steps):
                 batch = next(iterator)
                 per_replica = self.strategy.run(self._train_step, args=(batch,))
@@ -210,11 +221,16 @@ class Trainer:
                                                axis=None)
                     for name in names
                 }
-                first = self.strategy.experimental_local_results(batch[keys.IMAGE])[0]
-                images = tf.reshape(tf.cast(first[:k], tf.uint8), tf.shape(images))
+                images = {name: self._first_images(batch, key, old)
+                          for (name, old), key in zip(images.items(),
+                                                      (keys.IMAGE, keys.UNL_IMAGE))}
             return metrics, images
 
         return train_loop
+
+    def _first_images(self, batch, key: str, like):
+        first = self.strategy.experimental_local_results(batch[key])[0]
+        return tf.reshape(tf.cast(first[:like.shape[0]], tf.uint8), tf.shape(like))
 
     # ---------------------------------------------------------------- train
     def train(self, dataset_fn: Callable, eval_fn: Optional[Callable] = None,
@@ -279,8 +295,8 @@ class Trainer:
                 self.save()
                 if writer is not None and t.image_summary_images > 0:
                     with writer.as_default(step=step):
-                        tf.summary.image("train/input_images", images,
-                                         max_outputs=t.image_summary_images)
+                        for name, value in images.items():
+                            tf.summary.image(name, value, max_outputs=t.image_summary_images)
             if eval_fn is not None and (
                 step >= last or (t.steps_per_eval > 0 and step % t.steps_per_eval == 0)
             ):
