@@ -198,8 +198,10 @@ def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
 
     # None: counted from the training files when the run starts (train/run.py)
     num_train = values["num_train_images"] or info.num_train_images
-    if values["task_name"] == "digits" and values["label_data_dir"]:
-        num_train = values["num_train_images"]  # another digits split: count its records
+    if (values["task_name"] == "digits" and values["label_data_dir"]) or \
+            tfds_source.is_tfds(label_dir):
+        # another digits split, or a tfds split (any slice): its own count, unless given
+        num_train = values["num_train_images"]
     eval_images = {"dev": values["num_eval_images"] or info.num_eval_images,
                    "test": values["num_test_images"] or info.num_test_images}
 
