@@ -52,11 +52,31 @@ def define_filter_flags(flag_values=None) -> None:
     d.DEFINE_integer("seed", 12345, "Seeds the random rounding, output shuffle and samples "
                      "(per shard and task), so reruns write identical files.")
     d.DEFINE_bool("save_samples", True, "Save a few kept images per class under samples/.")
+    d.DEFINE_list("shard_ids", None,
+                  "Run these shards one after another in this one process (e.g. 3,2,1,0), "
+                  "instead of --shard_id: the same files as one process per shard, without a "
+                  "TensorFlow start-up each (the loop driver uses it).")
     d.DEFINE_bool("redo_changed", False,
                   "When the output or prelim stats directories hold outputs made with other "
                   "settings (thresholds, formats, seed, other predictions; "
                   "output_dir/filter_settings.json), remove them and filter again. Off: such a "
                   "rerun stops with one line.")
+
+
+def filter_configs_from_flags(fv) -> list:
+    """One FilterConfig per shard of --shard_ids (or the one of --shard_id)."""
+    import dataclasses
+
+    from noisy_student_tf.errors import UserInputError
+
+    cfg = filter_config_from_flags(fv)
+    if not fv.shard_ids:
+        return [cfg]
+    try:
+        ids = [int(s) for s in fv.shard_ids]
+    except ValueError:
+        raise UserInputError(f"--shard_ids={','.join(fv.shard_ids)}: integers expected") from None
+    return [dataclasses.replace(cfg, shard_id=s) for s in ids]
 
 
 def filter_config_from_flags(fv):

@@ -405,3 +405,23 @@ def test_num_image_far_above_the_data_is_said(tmp_path, caplog):
                           only_use_num_shards=1))
     assert "--num_image=100000 asks for 100000 records per class" in caplog.text
     assert "lower --num_image or pass --upsample=0" in caplog.text
+
+
+def test_shard_ids_run_several_shards_in_one_process():
+    from absl import flags as absl_flags
+
+    from flags.filter_flags import define_filter_flags, filter_configs_from_flags
+
+    fv = absl_flags.FlagValues()
+    define_filter_flags(fv)
+    base = ["filter_unlabel.py", "--input_dir=i", "--prediction_dir=p", "--info_dir=f",
+            "--prelim_stats_dir=s", "--output_dir=o", "--num_shards=4", "--num_image=5"]
+    fv(base + ["--shard_ids=3,2,1,0"])
+    assert [c.shard_id for c in filter_configs_from_flags(fv)] == [3, 2, 1, 0]
+    fv.unparse_flags()
+    fv(base + ["--shard_id=2"])
+    assert [c.shard_id for c in filter_configs_from_flags(fv)] == [2]
+    fv.unparse_flags()
+    fv(base + ["--shard_ids=1,x"])
+    with pytest.raises(UserInputError, match="integers expected"):
+        filter_configs_from_flags(fv)

@@ -62,6 +62,8 @@ def test_bfloat16_policy_keeps_float32_logits():
         assert trainer.model.get_layer("head_dense").compute_dtype == "float32"
         loop = trainer.make_train_loop()
         metrics, images = loop(iter(dataset_fn()), tf.constant(1))
+        assert list(images) == ["train/input_images"]  # no unlabeled stream here
+        images = images["train/input_images"]
         assert images.dtype == tf.uint8 and images.shape == (4, 16, 16, 3)
         assert metrics["train/loss"].dtype == tf.float32
         assert np.isfinite(float(metrics["train/loss"]))

@@ -21,7 +21,7 @@ from absl import app, flags, logging
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from flags.filter_flags import define_filter_flags, filter_config_from_flags  # noqa: E402
+from flags.filter_flags import define_filter_flags, filter_configs_from_flags  # noqa: E402
 from noisy_student_tf.errors import UserInputError, disk_full  # noqa: E402
 
 define_filter_flags()
@@ -36,7 +36,8 @@ def main(argv):
     from noisy_student_tf.pseudo import filter as filter_lib
 
     try:
-        result = filter_lib.run(filter_config_from_flags(FLAGS))
+        for cfg in filter_configs_from_flags(FLAGS):
+            result = filter_lib.run(cfg)
     except UserInputError as e:
         print(f"filter_unlabel.py: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -151,7 +151,11 @@ def unlabeled_folder(directory: str) -> List[Item]:
 
 
 def _split_count(size: float, n: int) -> int:
-    return int(round(size * n)) if size < 1 else int(size)
+    """A hold-out of `size` (a fraction < 1, or a count) of n images; a fraction of a set of 3 or
+    more images holds out at least one, so dev*/test* exist whenever they were asked for."""
+    if size >= 1:
+        return int(size)
+    return max(int(round(size * n)), 1 if size > 0 and n >= 3 else 0)
 
 
 def folder_subsets(cfg: PrepareConfig) -> Tuple[List[str], List[Subset]]:
@@ -212,6 +216,9 @@ def tfds_subsets(cfg: PrepareConfig) -> Tuple[List[str], List[Subset]]:
                     Subset("dev", dev.num_examples, _tfds_items(dev))]
     else:  # a seeded random hold-out, as upstream's SVHN preparation
         n_dev = _split_count(cfg.dev_size, train.num_examples)
+        if n_dev >= train.num_examples:
+            raise UserInputError(f"--dev_size={cfg.dev_size:g} leaves none of the "
+                                 f"{train.num_examples} images of {train} for training")
         held = np.zeros(train.num_examples, bool)
         held[np.random.RandomState(cfg.seed).permutation(train.num_examples)[:n_dev]] = True
         subsets += [Subset("train", train.num_examples - n_dev,

@@ -283,10 +283,10 @@ class LoopPlan:
                 total = sum(io_utils.read_json(os.path.join(info, f))["image_num"]
                             for f in os.listdir(info) if f.endswith(".txt"))
                 num_image = max(1, total // self.num_classes)
-            for p in (1, 0):
-                for s in reversed(range(n)):
-                    yield ["tools/filter_unlabel.py", *filt, f"--num_image={num_image}",
-                           f"--only_get_stats={p}", f"--shard_id={s}"]
+            shards = ",".join(str(s) for s in reversed(range(n)))
+            for p in (1, 0):  # each pass over every shard in one process
+                yield ["tools/filter_unlabel.py", *filt, f"--num_image={num_image}",
+                       f"--only_get_stats={p}", f"--shard_ids={shards}"]
             data_dir = os.path.join(d, "filter_data", "data")
             if not any(f.startswith("train-") and ".tmp" not in f
                        for f in os.listdir(data_dir)):
