@@ -24,6 +24,12 @@ def _tf_config_workers() -> int:
     return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
 
 
+def is_multi_worker(strategy) -> bool:
+    """Whether `strategy` spans several worker processes (MultiWorkerMirroredStrategy)."""
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
+        _tf_config_workers() > 1
+
+
 def is_tpu(strategy) -> bool:
     return isinstance(strategy, tf.distribute.TPUStrategy)
 

@@ -1,8 +1,10 @@
-"""Run as a script by test_distribute.py: MirroredStrategy on 2 logical CPUs vs one device.
+"""Run as a script by test_distribute.py: MirroredStrategy on 2 logical CPUs vs one device, or
+(--multi_worker, one process per worker with TF_CONFIG) MultiWorkerMirroredStrategy vs one device.
 
 Both replicas get the same 4 images, and the single device gets those 4 twice (batch 8), so
 per-replica BN statistics equal the single-device ones and the loss curves must agree.
-Prints JSON {"mirrored": [...], "single": [...]}.
+Prints JSON {"mirrored": [...], "single": [...]} (multi-worker: {"multi_worker": [...],
+"single": [...] (the chief only), "results": eval results or {}, "worker": i}).
 """
 
 import dataclasses
@@ -16,8 +18,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+MULTI_WORKER = "--multi_worker" in sys.argv
+if not MULTI_WORKER:
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 from noisy_student_tf import distribute  # noqa: E402
 from noisy_student_tf.config import (DataConfig, ModelConfig, RunConfig,  # noqa: E402
@@ -29,6 +33,7 @@ STEPS = 4
 
 WITH_TEACHER = "--teacher" in sys.argv
 JIT = "--jit" in sys.argv  # XLA for each replica's forward/backward
+TEACHER_PATH = None  # set below for --teacher
 
 
 def config(teacher_path=None):
@@ -113,11 +118,51 @@ def keras_utils_seed():
     keras.utils.set_random_seed(0)
 
 
+def multi_worker_check(model_dir: str) -> None:
+    """One worker of a 2-worker cluster (TF_CONFIG): 4 steps whose losses are compared with one
+    device, then `trainer.train` on to step 6 with checkpoints, TensorBoard and an evaluation
+    into the shared `model_dir`, where only the chief may write."""
+    import keras
+
+    strategy = distribute.get_strategy("auto")  # first: the cluster starts before other ops
+    assert distribute.is_multi_worker(strategy), type(strategy)
+    keras.utils.set_random_seed(0)  # the same initial weights in every process
+    init = Trainer(config(), tf.distribute.get_strategy()).model.get_weights()
+    cfg = config()
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, model_dir=model_dir, train_steps=STEPS + 2, iterations_per_loop=2,
+        save_checkpoints_steps=2))
+    trainer = Trainer(cfg, strategy)
+    trainer.model.set_weights(init)
+
+    def dataset_fn(ctx):  # every worker's one replica gets the same batches
+        data = batches(4)
+        return tf.data.Dataset.from_tensor_slices(
+            {k: np.stack([b[k] for b in data]) for k in data[0]}).repeat()
+
+    iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+    loop = trainer.make_train_loop()
+    losses = [float(loop(iterator, tf.constant(1))[0]["train/loss"]) for _ in range(STEPS)]
+    trainer.train(dataset_fn)
+    dev = tf.data.Dataset.from_tensor_slices(
+        {k: v for k, v in batches(10)[0].items() if k in ("image", "label")}).batch(4)
+    results = trainer.evaluate({"dev": dev})
+    out = {"multi_worker": losses, "results": results, "step": trainer.global_step,
+           "worker": int(json.loads(os.environ["TF_CONFIG"])["task"]["index"])}
+    if distribute.is_chief():
+        global init_weights
+        init_weights = init
+        out["single"] = curve(tf.distribute.get_strategy(), 4, 2)
+    print(json.dumps(out))
+
+
 if "--predict" in sys.argv:
     predict_check()
     sys.exit(0)
+if MULTI_WORKER:
+    multi_worker_check(sys.argv[sys.argv.index("--multi_worker") + 1])
+    sys.exit(0)
 
-TEACHER_PATH = None
 if WITH_TEACHER:  # a briefly trained teacher checkpoint, loaded by both runs
     TEACHER_PATH = tempfile.mkdtemp()
     source = Trainer(dataclasses.replace(config(), train=dataclasses.replace(

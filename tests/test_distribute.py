@@ -1,7 +1,9 @@
-"""tf.distribute: strategy choice, and MirroredStrategy on 2 logical CPUs matching one device."""
+"""tf.distribute: strategy choice; MirroredStrategy on 2 logical CPUs and two worker processes
+(MultiWorkerMirroredStrategy on loopback) matching one device, with one writer."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -29,7 +31,9 @@ def test_auto_strategy_resolution(monkeypatch):
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("mode", [
-    "supervised", "teacher",
+    # the online-teacher step includes the supervised one (its loss is lab + r * unl); the
+    # supervised step alone is compared across processes by the two-worker test below
+    "teacher", pytest.param("supervised", marks=pytest.mark.optin),
     # XLA on CPU compiles slowly (161 s of CI's time); on by default only on GPU/TPU, and the
     # XLA step's equality with the graph step is checked on one device in the default suite
     # (test_trainer.py::test_jit_compile_step_matches_the_graph_step).
@@ -57,3 +61,53 @@ def test_mirrored_prediction_matches_single_device_in_order():
     assert mirrored.shape == (11, 3)
     assert np.ptp(single[:, 0]) > 1e-4  # distinct images give distinct predictions
     np.testing.assert_allclose(mirrored, single, rtol=1e-5, atol=1e-6)
+
+
+def _free_ports(n: int) -> list:
+    socks = [socket.socket() for _ in range(n)]
+    for sock in socks:
+        sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in socks]
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+@pytest.mark.e2e
+def test_two_worker_processes_train_like_one_device_and_only_the_chief_writes(tmp_path):
+    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+    model_dir = tmp_path / "model"
+    procs = []
+    for i in range(2):
+        scratch = tmp_path / f"tmp{i}"  # each worker's temporary directory
+        os.makedirs(scratch)
+        env = dict(os.environ, TMPDIR=str(scratch), CUDA_VISIBLE_DEVICES="",
+                   TF_CONFIG=json.dumps({"cluster": cluster,
+                                         "task": {"type": "worker", "index": i}}))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "tests.distributed_check", "--multi_worker", str(model_dir)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env))
+    outs = [p.communicate(timeout=400) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    chief, other = (json.loads(out.strip().splitlines()[-1]) for out, _ in outs)
+    assert (chief["worker"], other["worker"]) == (0, 1)
+    # the same losses as one device with the same global batch, on both workers
+    assert len(chief["multi_worker"]) == 4
+    assert not np.allclose(chief["multi_worker"][0], chief["multi_worker"][-1])  # it trained
+    np.testing.assert_allclose(chief["multi_worker"], chief["single"], rtol=2e-4, atol=1e-5)
+    np.testing.assert_allclose(other["multi_worker"], chief["multi_worker"], rtol=1e-6)
+    assert chief["step"] == other["step"] == 6
+    # the chief evaluates the whole dev set alone and writes; the other worker writes nothing
+    assert chief["results"]["dev"]["num_images"] == 10 and other["results"] == {}
+    names = sorted(os.listdir(model_dir))
+    assert [n for n in names if n.endswith(".index")] == ["model.ckpt-6.index"], names
+    assert names.count("checkpoint") == 1 and "eval_results.json" in names
+    events = [n for n in names if n.startswith("events.out.tfevents.")]
+    assert len(events) == 1 and len(os.listdir(model_dir / "eval")) == 1, names
+    assert not [n for n in names if "tmp" in n or "temp" in n], names
+    assert os.listdir(tmp_path / "tmp1") == []  # worker 1's checkpoint scratch is gone
+    # the final checkpoint is readable
+    from noisy_student_tf.train import checkpoints
+
+    assert checkpoints.latest(str(model_dir)).endswith("model.ckpt-6")

@@ -381,9 +381,10 @@ def test_svhn_recipe_from_tfds_converted_and_direct(tmp_path):
     tfds_dir = tmp_path / "tfds"
     fake_registered(tfds_dir, "svhn_cropped", "3.1.0", {"train": 50, "test": 20, "extra": 30})
     out = str(tmp_path / "svhn")
-    run_tool("prepare_data.py", "--tfds_name=svhn_cropped", f"--tfds_data_dir={tfds_dir}",
-             "--tfds_unlabeled_split=extra", "--dev_size=10", "--train_shards=4",
-             "--eval_shards=2", "--unlabeled_shards=4", f"--output_dir={out}")
+    prepare.run(prepare.PrepareConfig(  # the tool's flags are exercised by the folder test
+        output_dir=out, tfds_name="svhn_cropped", tfds_data_dir=str(tfds_dir),
+        tfds_unlabeled_split="extra", dev_size=10, train_shards=4, eval_shards=2,
+        unlabeled_shards=4))
     assert len(pipeline.list_files(out, ("extra-*",))) == 4
     teacher = str(tmp_path / "teacher")
     run_main("--task_name=svhn", f"--label_data_dir={out}", f"--model_dir={teacher}", *TINY,

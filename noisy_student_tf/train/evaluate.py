@@ -7,7 +7,7 @@ from typing import Callable
 import tensorflow as tf
 from absl import logging
 
-from noisy_student_tf import io_utils
+from noisy_student_tf import distribute, io_utils
 from noisy_student_tf.config import RunConfig
 from noisy_student_tf.data.preprocess import normalize
 from noisy_student_tf.errors import UserInputError
@@ -44,9 +44,16 @@ class Evaluator:
             self._eval_step = tf.function(self._step, reduce_retracing=True,
                                           jit_compile=self.cfg.train.jit_compile or None)
         results = {}
+        # Several workers: the chief evaluates the whole set alone, outside strategy.run (no
+        # collective op, so the other workers' uneven or missing eval batches cannot hang it);
+        # they wait in their next training step. One process: every replica takes batches.
+        alone = distribute.is_multi_worker(self.strategy)
         for subset, ds in datasets.items():
             totals = tf.zeros([3])
-            for batch in self.strategy.experimental_distribute_dataset(ds):
+            if alone:
+                for batch in ds:
+                    totals += self._eval_step(batch)
+            for batch in ([] if alone else self.strategy.experimental_distribute_dataset(ds)):
                 per_replica = self.strategy.run(self._eval_step, args=(batch,))
                 totals += self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
             top1, top5, count = (float(x) for x in totals.numpy())
@@ -66,7 +73,7 @@ class Evaluator:
                     tf.summary.scalar(f"{subset}/top_1_accuracy", r["top_1_accuracy"])
                     tf.summary.scalar(f"{subset}/top_5_accuracy", r["top_5_accuracy"])
             writer.flush()
-        if self.cfg.train.model_dir:
+        if self.cfg.train.model_dir and distribute.is_chief():
             io_utils.write_json_atomic(
                 os.path.join(self.cfg.train.model_dir, EVAL_RESULTS), results)
         return results

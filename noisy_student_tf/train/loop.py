@@ -8,6 +8,8 @@ with the same model_dir resumes from the latest checkpoint.
 
 import dataclasses
 import os
+import shutil
+import tempfile
 import time
 from typing import Callable, Optional
 
@@ -169,6 +171,21 @@ class Trainer:
         logging.info("Student initialised from %s (EMA weights)", path)
 
     def save(self) -> str:
+        """Saves a checkpoint into model_dir (the chief). Under multi-worker training every
+        worker must save (saving may run collective ops), so the others save into a temporary
+        directory of their own and delete it at once, as TensorFlow's multi-worker guide
+        prescribes: model_dir has one writer."""
+        if not distribute.is_chief():
+            scratch = tempfile.mkdtemp(prefix="noisy-student-worker-ckpt-")
+            try:
+                tf.train.CheckpointManager(
+                    self.checkpoint, scratch, max_to_keep=1,
+                    checkpoint_name=checkpoints.CHECKPOINT_NAME,
+                    step_counter=self.optimizer.iterations).save(
+                        checkpoint_number=self.global_step)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            return checkpoints.latest(self.cfg.train.model_dir) or ""
         path = self.manager.save(checkpoint_number=self.global_step)
         logging.info("Saved checkpoint %s", path)
         return path
@@ -313,7 +330,7 @@ class Trainer:
         return step
 
     def _writer(self, name: str):
-        if not self.cfg.train.model_dir:
+        if not self.cfg.train.model_dir or not distribute.is_chief():  # one writer
             return None
         if name == "train":
             if self._train_writer is None:
@@ -331,4 +348,6 @@ class Trainer:
         if self._evaluator is None:
             self._evaluator = evaluate_lib.Evaluator(self.cfg, self.eval_model, self.strategy,
                                                      lambda: self._writer("eval"))
+        if distribute.is_multi_worker(self.strategy) and not distribute.is_chief():
+            return {}  # the chief evaluates alone (train/evaluate.py)
         return self._evaluator.evaluate(datasets, self.global_step)

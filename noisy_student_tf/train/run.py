@@ -24,8 +24,10 @@ Inputs = List[Tuple[str, List[str], int]]
 
 
 def _prepare_model_dir(model_dir: str) -> None:
-    """Creates model_dir, checks it is writable, takes its lock (the chief only) and removes
-    what killed runs left there."""
+    """Creates model_dir, checks it is writable, takes its lock and removes what killed runs
+    left there: the chief only (the other workers of a cluster never write there)."""
+    if not distribute.is_chief():
+        return
     try:
         tf.io.gfile.makedirs(model_dir)
         probe = os.path.join(model_dir, f".write-test-{os.getpid()}")
@@ -34,9 +36,8 @@ def _prepare_model_dir(model_dir: str) -> None:
         tf.io.gfile.remove(probe)
     except (tf.errors.OpError, OSError) as e:
         raise UserInputError(f"--model_dir={model_dir!r} is not writable ({e})") from None
-    if distribute.is_chief():
-        locks.lock_dir(model_dir, f"--model_dir={model_dir!r}")
-        checkpoints.clean_leftovers(model_dir)
+    locks.lock_dir(model_dir, f"--model_dir={model_dir!r}")
+    checkpoints.clean_leftovers(model_dir)
 
 
 def resolve_data(cfg: RunConfig, training: bool = True) -> RunConfig:
@@ -134,7 +135,7 @@ def skip_bad_records(inputs: Inputs, model_dir: str, step: int) -> pipeline.Skip
     cut = sum(1 for b in report.bad if b.unreadable_rest)
     logging.warning("--skip_corrupt_records: %d of %d records skipped%s", lost, report.records,
                     f", and {cut} file(s) read only up to a corrupt record" if cut else "")
-    if model_dir:
+    if model_dir and distribute.is_chief():
         with tf.summary.create_file_writer(model_dir).as_default(step=step):
             tf.summary.scalar("data/skipped_records", lost)
             tf.summary.scalar("data/truncated_files", cut)
@@ -210,9 +211,10 @@ def train_and_evaluate(cfg: RunConfig, strategy, evaluate: bool = True,
     # Restore (or check there is nothing to restore) before writing anything, so a run that
     # cannot resume stops with its files as they were.
     trainer.resume()
-    io_utils.write_json_atomic(os.path.join(t.model_dir, "FLAGS.json"), flag_values or {})
-    io_utils.write_json_atomic(os.path.join(t.model_dir, "run_config.json"),
-                               dataclasses.asdict(cfg))
+    if distribute.is_chief():
+        io_utils.write_json_atomic(os.path.join(t.model_dir, "FLAGS.json"), flag_values or {})
+        io_utils.write_json_atomic(os.path.join(t.model_dir, "run_config.json"),
+                                   dataclasses.asdict(cfg))
     files = train_source(cfg)
     paths = pipeline.source_paths(files)
     if not d.skip_corrupt_records and framing.require(paths) == 0:
