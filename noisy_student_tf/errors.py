@@ -13,6 +13,14 @@ class BadDataError(UserInputError):
     exit_code = 1
 
 
+class WorkerLost(UserInputError):
+    """Another worker of a multi-worker run died or became unreachable (its collective ops
+    failed); every worker must be restarted, and the run resumes from the last checkpoint.
+    Exit status 75 (EX_TEMPFAIL: try again), so a cluster manager can tell it from bad input."""
+
+    exit_code = 75
+
+
 class Preempted(Exception):
     """Training stopped on request (SIGTERM) after saving a checkpoint."""
 

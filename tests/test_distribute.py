@@ -111,3 +111,46 @@ def test_two_worker_processes_train_like_one_device_and_only_the_chief_writes(tm
     from noisy_student_tf.train import checkpoints
 
     assert checkpoints.latest(str(model_dir)).endswith("model.ckpt-6")
+
+
+def _start_workers(tmp_path, args, ports, log_name):
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    procs = []
+    for i in range(2):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+                   TF_CONFIG=json.dumps({"cluster": cluster,
+                                         "task": {"type": "worker", "index": i}}))
+        log = open(tmp_path / f"{log_name}{i}.log", "w")
+        procs.append(subprocess.Popen([sys.executable, os.path.join(ROOT, "main.py"), *args],
+                                      stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT))
+    return procs
+
+
+@pytest.mark.e2e
+def test_killed_worker_stops_the_other_and_a_rerun_resumes(tmp_path, digits_dir):
+    import time
+
+    from noisy_student_tf.train import checkpoints
+
+    model_dir = tmp_path / "model"
+    args = ["--task_name=digits", f"--label_data_dir={digits_dir}", f"--model_dir={model_dir}",
+            "--mode=train", "--width_coefficient=0.1", "--depth_coefficient=0.1",
+            "--train_batch_size=8", "--iterations_per_loop=5", "--save_checkpoints_steps=5",
+            "--train_steps=40"]
+    chief, worker = _start_workers(tmp_path, args, _free_ports(2), "first")
+    deadline = time.time() + 300
+    while checkpoints.latest(str(model_dir)) is None and time.time() < deadline and \
+            chief.poll() is None:
+        time.sleep(0.3)
+    assert checkpoints.latest(str(model_dir)), open(tmp_path / "first0.log").read()[-2000:]
+    worker.kill()
+    assert chief.wait(timeout=300) == 75
+    lines = [ln for ln in open(tmp_path / "first0.log") if "main.py: error:" in ln]
+    assert len(lines) == 1 and "another worker of the cluster stopped" in lines[0], lines
+    assert "resume from the last checkpoint, model.ckpt-" in lines[0]
+    # Rerunning every worker resumes from the last checkpoint and finishes.
+    procs = _start_workers(tmp_path, args, _free_ports(2), "second")
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    for i in range(2):
+        assert "Restored " in open(tmp_path / f"second{i}.log").read()
+    assert checkpoints.latest(str(model_dir)).endswith("model.ckpt-40")

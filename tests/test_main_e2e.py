@@ -16,7 +16,10 @@ def test_train_and_eval_then_resume_then_eval(tmp_path, digits_dir):
     model_dir = str(tmp_path / "m")
     common = ["--task_name=digits", f"--label_data_dir={digits_dir}", f"--model_dir={model_dir}",
               *TINY]
-    run_main(*common, "--mode=train_and_eval", "--train_steps=4", "--steps_per_eval=4")
+    # (one run checks several things: each main.py start costs CI ~5 s)
+    run_main(*common, "--mode=train_and_eval", "--train_steps=4", "--steps_per_eval=4",
+             "--augment_name=v1", "--randaug_mag=27")
+    _check_tensorboard(model_dir)
     results = json.load(open(os.path.join(model_dir, "eval_results.json")))
     assert set(results) == {"dev", "test"}
     for subset, n in (("dev", 180), ("test", 360)):
@@ -25,6 +28,7 @@ def test_train_and_eval_then_resume_then_eval(tmp_path, digits_dir):
         assert 0.0 <= r["top_1_accuracy"] <= r["top_5_accuracy"] <= 1.0
     flags_json = json.load(open(os.path.join(model_dir, "FLAGS.json")))
     assert flags_json["train_steps"] == 4 and flags_json["task_name"] == "digits"
+    assert flags_json["augment_name"] == "v1" and flags_json["randaug_mag"] == 27
     assert glob.glob(os.path.join(model_dir, "events.out.tfevents.*"))
     assert glob.glob(os.path.join(model_dir, "eval", "events.out.tfevents.*"))
     assert os.path.exists(os.path.join(model_dir, "model.ckpt-4.index"))
@@ -42,18 +46,17 @@ def test_train_and_eval_then_resume_then_eval(tmp_path, digits_dir):
     assert results["test"]["global_step"] == 6
 
 
-def test_tensorboard_scalars_use_upstream_names(tmp_path, digits_dir):
+def _check_tensorboard(model_dir):
+    """Upstream's scalar names, and the (RandAugment-noised) training images."""
     import tensorflow as tf
 
-    model_dir = str(tmp_path / "m")
-    run_main("--task_name=digits", f"--label_data_dir={digits_dir}", f"--model_dir={model_dir}",
-             *TINY, "--mode=train", "--train_steps=2")
     tags = set()
     for path in glob.glob(os.path.join(model_dir, "events.out.tfevents.*")):
         for event in tf.compat.v1.train.summary_iterator(path):
             tags.update(v.tag for v in event.summary.value)
     assert {"lab/acc", "lab/loss", "lab/pred_prob", "train/lr", "train/loss",
             "train/data_loss", "train/epoch"} <= tags
+    assert any(t.startswith("train/input_images") for t in tags), "no training images"
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -89,21 +92,6 @@ def test_helpfull_lists_every_upstream_flag():
     for name, kind, _ in UPSTREAM_MAIN + UPSTREAM_PREDICT:
         shown = f"--[no]{name}:" if kind == "bool" else f"--{name}:"
         assert shown in proc.stdout, name
-
-
-def test_randaugment_run_shows_images_in_tensorboard(tmp_path, digits_dir):
-    import tensorflow as tf
-
-    model_dir = str(tmp_path / "m")
-    run_main("--task_name=digits", f"--label_data_dir={digits_dir}", f"--model_dir={model_dir}",
-             *TINY, "--mode=train", "--train_steps=2", "--augment_name=v1", "--randaug_mag=27")
-    images = []
-    for path in glob.glob(os.path.join(model_dir, "events.out.tfevents.*")):
-        for event in tf.compat.v1.train.summary_iterator(path):
-            images += [v for v in event.summary.value if v.tag.startswith("train/input_images")]
-    assert images, "no training images in TensorBoard"
-    flags_json = json.load(open(os.path.join(model_dir, "FLAGS.json")))
-    assert flags_json["augment_name"] == "v1" and flags_json["randaug_mag"] == 27
 
 
 def test_bad_augment_name_is_one_line(tmp_path, digits_dir):

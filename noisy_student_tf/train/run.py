@@ -14,7 +14,7 @@ from absl import logging
 from noisy_student_tf import distribute, io_utils, locks
 from noisy_student_tf.config import ExportConfig, ModelConfig, RunConfig
 from noisy_student_tf.data import digits, framing, pipeline, tfds_source, validate
-from noisy_student_tf.errors import BadDataError, UserInputError
+from noisy_student_tf.errors import BadDataError, UserInputError, WorkerLost
 from noisy_student_tf.train import checkpoints
 from noisy_student_tf.train.evaluate import EVAL_RESULTS
 from noisy_student_tf.train.loop import Trainer
@@ -261,7 +261,26 @@ def train_and_evaluate(cfg: RunConfig, strategy, evaluate: bool = True,
             results = trainer.evaluate(datasets)
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
         raise _bad_data(e, inputs) from None
+    except _PEER_ERRORS as e:
+        if not distribute.is_multi_worker(strategy):
+            raise
+        raise _worker_lost(e, t.model_dir) from None
     return results
+
+
+# What a collective op raises when a peer worker dies (connection reset: Unavailable) or stops
+# answering (Aborted / DeadlineExceeded, with a collective timeout).
+_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError,
+                tf.errors.DeadlineExceededError, tf.errors.CancelledError)
+
+
+def _worker_lost(error: tf.errors.OpError, model_dir: str) -> WorkerLost:
+    first = (error.message.strip().splitlines() or [type(error).__name__])[0]
+    last = checkpoints.latest(model_dir) if model_dir else None
+    where = f"the last checkpoint, {os.path.basename(last)}" if last else "the start (no " \
+        "checkpoint was written yet)"
+    return WorkerLost(f"another worker of the cluster stopped or is unreachable ({first[:160]}); "
+                      f"restart every worker with the same command to resume from {where}")
 
 
 def evaluate_checkpoint(cfg: RunConfig, strategy) -> dict:
