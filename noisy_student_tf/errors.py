@@ -1,5 +1,8 @@
 """Errors for bad user input: main.py and tools print these as one line and exit non-zero."""
 
+import sys
+from typing import Any, Callable, Sequence
+
 
 class UserInputError(ValueError):
     """A flag, file or record the user supplied is wrong; the message names it."""
@@ -43,3 +46,22 @@ def disk_full(error: BaseException):
     return (f"no space left on the device{f' writing {where}' if where else ''} ({text[:200]}); "
             "free some space and rerun the same command (training resumes from its last "
             "complete checkpoint; partial files are removed then)")
+
+
+def run_tool(name: str, fn: Callable[[], Any], unexpected: Sequence[str] = ()) -> Any:
+    """A tool's main body: fn()'s result, or one `NAME: error: ...` line and an exit status:
+    a UserInputError's own (2 for bad input), 1 for a full disk. `unexpected`: positional
+    arguments left over from flag parsing (an error)."""
+    try:
+        if unexpected:
+            raise UserInputError(f"unexpected arguments: {' '.join(unexpected)}")
+        return fn()
+    except UserInputError as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except Exception as e:  # noqa: BLE001 (only a full disk is turned into one line)
+        full = disk_full(e)
+        if full is None:
+            raise
+        print(f"{name}: error: {full}", file=sys.stderr)
+        sys.exit(1)

@@ -136,7 +136,7 @@ def test_killed_worker_stops_the_other_and_a_rerun_resumes(tmp_path, digits_dir)
     args = ["--task_name=digits", f"--label_data_dir={digits_dir}", f"--model_dir={model_dir}",
             "--mode=train", "--width_coefficient=0.1", "--depth_coefficient=0.1",
             "--train_batch_size=8", "--iterations_per_loop=5", "--save_checkpoints_steps=5",
-            "--train_steps=40"]
+            "--train_steps=25"]
     chief, worker = _start_workers(tmp_path, args, _free_ports(2), "first")
     deadline = time.time() + 300
     while checkpoints.latest(str(model_dir)) is None and time.time() < deadline and \
@@ -153,4 +153,8 @@ def test_killed_worker_stops_the_other_and_a_rerun_resumes(tmp_path, digits_dir)
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     for i in range(2):
         assert "Restored " in open(tmp_path / f"second{i}.log").read()
-    assert checkpoints.latest(str(model_dir)).endswith("model.ckpt-40")
+    assert checkpoints.latest(str(model_dir)).endswith("model.ckpt-25")
+    # one writer: no scratch checkpoints or second event streams in model_dir
+    names = os.listdir(model_dir)
+    assert not [n for n in names if "tmp" in n or "temp" in n], names
+    assert len([n for n in names if n.startswith("events.out.tfevents.")]) == 2  # one per run

@@ -114,8 +114,11 @@ def test_export_bad_input(exported, tmp_path):
     assert not os.path.exists(tmp_path / "b1") and not os.path.exists(tmp_path / "e")
 
 
-def test_exported_model_as_teacher(exported, digits_dir, tmp_path):
+def test_exported_model_as_teacher(exported, digits_dir, tmp_path, fv):
     """The prediction tool and online training take the SavedModel where a checkpoint goes."""
+    from flags import config as flag_config
+    from noisy_student_tf.train import run as run_lib
+
     common, model_dir, export_dir = exported
     unl = tmp_path / "unl"
     files = sorted(tf.io.gfile.glob(os.path.join(digits_dir, "test-*")))
@@ -124,10 +127,14 @@ def test_exported_model_as_teacher(exported, digits_dir, tmp_path):
     records.write_shards(str(unl), "extra", serialized, 1)
     outs = {}
     for name, path in (("ckpt", model_dir), ("saved", export_dir)):
-        run_main("--mode=predict", "--task_name=digits", f"--predict_ckpt_path={path}",
-                 f"--label_data_dir={unl}", "--file_prefix=extra", "--num_shards=1",
-                 "--shard_id=0", f"--info_dir={tmp_path / name / 'info'}",
-                 f"--output_dir={tmp_path / name / 'pred'}", *TINY)
+        # main.py --mode=predict's path, in this process (flags -> job -> run.predict)
+        fv.unparse_flags()
+        fv(["main.py", "--mode=predict", "--task_name=digits", f"--predict_ckpt_path={path}",
+            f"--label_data_dir={unl}", "--file_prefix=extra", "--num_shards=1",
+            "--shard_id=0", f"--info_dir={tmp_path / name / 'info'}",
+            f"--output_dir={tmp_path / name / 'pred'}", *TINY])
+        job = flag_config.main_job_from_flags(fv)
+        list(run_lib.predict(*job.predict, tf.distribute.get_strategy(), job.run))
         pred = tf.io.gfile.glob(str(tmp_path / name / "pred" / "*"))[0]
         outs[name] = np.array([f["probabilities"].float_list.value
                                for f in pseudo_data.read_records(pred)])

@@ -99,7 +99,7 @@ def test_stopped_loop_leaves_no_orphan_and_resumes(tmp_path):
     out = tmp_path / "ns"
     args = [sys.executable, os.path.join(ROOT, "tools", "run_noisy_student.py"),
             f"--output_dir={out}", f"--data_cache_dir={tmp_path / 'cache'}", "--seed=2",
-            *TINY, "--train_steps=160", "--teacher_train_steps=4"]
+            *TINY, "--train_steps=120", "--teacher_train_steps=4"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     ckpt = out / "student_1" / "checkpoint"
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

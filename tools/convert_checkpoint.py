@@ -12,7 +12,6 @@ first with `python -c "import tensorflow as tf; print(tf.train.list_variables(PA
 """
 
 import os
-import sys
 
 from absl import app, flags
 
@@ -20,26 +19,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from flags.convert_flags import define_convert_flags, model_config_from_flags  # noqa: E402
-from noisy_student_tf.errors import UserInputError  # noqa: E402
+from noisy_student_tf.errors import UserInputError, run_tool  # noqa: E402
 
 define_convert_flags()
 FLAGS = flags.FLAGS
 
 
 def main(argv):
-    try:
-        if len(argv) > 1:
-            raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
+    def convert_checkpoint():
         for name in ("input_checkpoint", "output"):
             if not FLAGS[name].value:
                 raise UserInputError(f"--{name} is required")
         from noisy_student_tf.interop import convert
 
-        info = convert.convert(model_config_from_flags(FLAGS), FLAGS.input_checkpoint,
+        return convert.convert(model_config_from_flags(FLAGS), FLAGS.input_checkpoint,
                                FLAGS.output, use_ema=FLAGS.use_ema, scope=FLAGS.scope)
-    except UserInputError as e:
-        print(f"convert_checkpoint.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
+
+    info = run_tool("convert_checkpoint.py", convert_checkpoint, argv[1:])
     print(f"converted {info['source']} ({info['format']}) -> {info['checkpoint']}")
 
 

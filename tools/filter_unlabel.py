@@ -22,31 +22,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from flags.filter_flags import define_filter_flags, filter_configs_from_flags  # noqa: E402
-from noisy_student_tf.errors import UserInputError, disk_full  # noqa: E402
+from noisy_student_tf.errors import run_tool  # noqa: E402
 
 define_filter_flags()
 FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        print(f"filter_unlabel.py: error: unexpected arguments: {' '.join(argv[1:])}",
-              file=sys.stderr)
-        sys.exit(2)
-    from noisy_student_tf.pseudo import filter as filter_lib
+    def filter_shards():
+        from noisy_student_tf.pseudo import filter as filter_lib
 
-    try:
-        for cfg in filter_configs_from_flags(FLAGS):
-            result = filter_lib.run(cfg)
-    except UserInputError as e:
-        print(f"filter_unlabel.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except Exception as e:  # noqa: BLE001 (only a full disk is turned into one line)
-        full = disk_full(e)
-        if full is None:
-            raise
-        print(f"filter_unlabel.py: error: {full}", file=sys.stderr)
-        sys.exit(1)
+        return [filter_lib.run(cfg) for cfg in filter_configs_from_flags(FLAGS)][-1]
+
+    result = run_tool("filter_unlabel.py", filter_shards, argv[1:])
     logging.info("filter_unlabel: %s", result)
     sys.stdout.flush()
     sys.stderr.flush()

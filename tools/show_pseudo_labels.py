@@ -6,29 +6,25 @@ images, and the images per class before and after balancing (PNG files + TensorB
 """
 
 import os
-import sys
 
 from absl import app, flags
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from flags.pictures_flags import define_pictures_flags, pictures_args_from_flags  # noqa: E402
-from noisy_student_tf.errors import UserInputError  # noqa: E402
+from noisy_student_tf.errors import run_tool  # noqa: E402
 
 define_pictures_flags()
 FLAGS = flags.FLAGS
 
 
 def main(argv):
-    try:
-        if len(argv) > 1:
-            raise UserInputError(f"unexpected arguments: {' '.join(argv[1:])}")
+    def draw():
         from noisy_student_tf.pseudo import pictures
 
-        paths = pictures.write(**pictures_args_from_flags(FLAGS))
-    except UserInputError as e:
-        print(f"show_pseudo_labels.py: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        return pictures.write(**pictures_args_from_flags(FLAGS))
+
+    paths = run_tool("show_pseudo_labels.py", draw, argv[1:])
     for path in paths:
         print(path)
 
