@@ -307,11 +307,7 @@ def test_main_reads_classes_and_mean_std_of_a_prepared_dir(tmp_path, fv):
 @pytest.mark.e2e
 def test_folder_to_training_prediction_and_filter(tmp_path):
     """A folder of images -> prepare_data -> main.py train_and_eval -> predict on its unlabeled
-    images -> the filter's two passes, each as a user runs it."""
-    from absl import flags as absl_flags
-
-    from flags.filter_flags import define_filter_flags, filter_config_from_flags
-    from noisy_student_tf.pseudo import filter as filter_lib
+    images -> the filter's two passes."""
     from tests.helpers import TINY, run_main
 
     make_folder(tmp_path / "imgs", per_class=8)
@@ -332,21 +328,7 @@ def test_folder_to_training_prediction_and_filter(tmp_path):
     assert run["data"]["mean_rgb"] == info["mean_rgb"]
     results = json.load(open(os.path.join(model, "eval_results.json")))
     assert {k: v["num_images"] for k, v in results.items()} == {"dev": 3, "test": 3}
-    pred, pinfo = str(tmp_path / "pred"), str(tmp_path / "info")
-    run_main("--mode=predict", "--task_name=custom", f"--predict_ckpt_path={model}",
-             f"--label_data_dir={out}", "--file_prefix=extra", "--num_shards=1",
-             "--shard_id=0", f"--info_dir={pinfo}", f"--output_dir={pred}")
-    flt = str(tmp_path / "filter")
-    fv = absl_flags.FlagValues()
-    define_filter_flags(fv)
-    fv(["filter_unlabel.py", f"--input_dir={out}", f"--prediction_dir={pred}",
-        f"--info_dir={pinfo}", f"--prelim_stats_dir={flt}/prelim", f"--output_dir={flt}",
-        "--num_shards=1", "--shard_id=0", "--task=0", "--num_label_classes=3",
-        "--num_image=4", "--min_threshold=0", "--file_prefix=extra"])
-    for stats in (1, 0):
-        filter_lib.run(dataclasses.replace(filter_config_from_flags(fv), only_get_stats=stats))
-    kept = pipeline.list_files(os.path.join(flt, "data"), ("train-*",))
-    assert kept and framing.require(kept) > 0
+    _predict_and_filter(out, model, tmp_path, num_shards=1, num_classes=3)
 
 
 def fake_registered(data_dir, name, version, sizes, num_classes=10, seed=1):
@@ -391,6 +373,8 @@ def test_svhn_recipe_from_tfds_converted_and_direct(tmp_path):
              "--mode=train_and_eval", "--train_steps=2", "--augment_name=v1", "--randaug_mag=5")
     results = json.load(open(os.path.join(teacher, "eval_results.json")))
     assert {k: v["num_images"] for k, v in results.items()} == {"dev": 10, "test": 20}
+    # the recipe's predict + filter on the prepared extra shards
+    _predict_and_filter(out, teacher, tmp_path, num_shards=4, num_classes=10)
     student = str(tmp_path / "student")
     tfds_args = ["--label_data_dir=tfds:svhn_cropped", f"--tfds_data_dir={tfds_dir}",
                  "--tfds_train_split=train[10:]", "--tfds_dev_split=train[:10]"]
@@ -434,3 +418,32 @@ def test_tfds_class_count_must_match_the_model(tfds_dir):
     ok = dataclasses.replace(cfg, model=ModelConfig(num_classes=3))
     assert run.resolve_data(dataclasses.replace(ok, data=dataclasses.replace(
         ok.data, num_train_images=None))).data.num_train_images == 40
+
+
+def _predict_and_filter(data_dir, model_dir, tmp_path, num_shards, num_classes):
+    """main.py --mode=predict on a prepared directory's extra* shards, then the filter's two
+    passes (in this process, from the tool's own flags); some images are kept."""
+    from absl import flags as absl_flags
+
+    from flags.filter_flags import define_filter_flags, filter_configs_from_flags
+    from noisy_student_tf.pseudo import filter as filter_lib
+    from tests.helpers import run_main
+
+    ids = ",".join(str(i) for i in range(num_shards))
+    pred, pinfo, flt = (str(tmp_path / n) for n in ("pred", "info", "filter"))
+    run_main("--mode=predict", "--task_name=custom", f"--predict_ckpt_path={model_dir}",
+             f"--label_data_dir={data_dir}", "--file_prefix=extra",
+             f"--num_shards={num_shards}", f"--shard_id={ids}", f"--info_dir={pinfo}",
+             f"--output_dir={pred}")
+    for stats in (1, 0):
+        fv = absl_flags.FlagValues()
+        define_filter_flags(fv)
+        fv(["filter_unlabel.py", f"--input_dir={data_dir}", f"--prediction_dir={pred}",
+            f"--info_dir={pinfo}", f"--prelim_stats_dir={flt}/prelim", f"--output_dir={flt}",
+            f"--num_shards={num_shards}", f"--shard_ids={ids}", "--task=0",
+            f"--num_label_classes={num_classes}", "--num_image=4", "--min_threshold=0",
+            "--file_prefix=extra", f"--only_get_stats={stats}"])
+        for cfg in filter_configs_from_flags(fv):
+            filter_lib.run(cfg)
+    kept = pipeline.list_files(os.path.join(flt, "data"), ("train-*",))
+    assert kept and framing.require(kept) > 0
