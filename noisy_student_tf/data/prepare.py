@@ -125,7 +125,7 @@ def _write_subset(subset: Subset, staging: str, cfg: PrepareConfig, progress: Pr
             _add_stats(stats, side)
             progress.step(n)
             continue
-        part = {"pixels": 0, "sum": [0.0] * 3, "sumsq": [0.0] * 3, "count": 0}
+        pixels, total, squares, count = 0, np.zeros(3), np.zeros(3), 0
         tmp = path + f".tmp-{os.getpid()}"
         with tf.io.TFRecordWriter(tmp) as writer:
             for _ in range(n):
@@ -137,11 +137,13 @@ def _write_subset(subset: Subset, staging: str, cfg: PrepareConfig, progress: Pr
                     writer.write(records.labeled_example(data, item.label + 1))
                 if want_stats:
                     pix = image.reshape(-1, 3).astype(np.float64)
-                    part["pixels"] += pix.shape[0]
-                    part["sum"] = (np.asarray(part["sum"]) + pix.sum(0)).tolist()
-                    part["sumsq"] = (np.asarray(part["sumsq"]) + (pix ** 2).sum(0)).tolist()
-                part["count"] += 1
+                    pixels += pix.shape[0]
+                    total += pix.sum(0)
+                    squares += (pix ** 2).sum(0)
+                count += 1
                 progress.step()
+        part = {"pixels": pixels, "sum": total.tolist(), "sumsq": squares.tolist(),
+                "count": count}
         io_utils.write_json_atomic(path + ".stats.json", part)
         os.replace(tmp, path)
         _add_stats(stats, part)

@@ -12,6 +12,7 @@ tensorflow_datasets is imported only when a tfds source is used (it is slow to i
 """
 
 import dataclasses
+import functools
 from typing import Optional, Tuple
 
 import tensorflow as tf
@@ -45,14 +46,20 @@ class TfdsSplit:
         return f"tfds:{self.name} split {self.split!r}"
 
 
+@functools.lru_cache(maxsize=16)
+def _builder(name: str, data_dir: Optional[str]):
+    """tfds.builder, once per dataset (a run resolves several splits of it)."""
+    import tensorflow_datasets as tfds  # local: slow import, only for tfds sources
+
+    return tfds.builder(name, data_dir=data_dir)
+
+
 def load_builder(name: str, data_dir: Optional[str], flag: str = "tfds_name"):
     """The prepared builder of `name` in `data_dir` (tfds' default dir when None); one line
     when it is not there (this never downloads)."""
-    import tensorflow_datasets as tfds  # local: slow import, only for tfds sources
-
     where = data_dir or "tfds' default data dir (~/tensorflow_datasets)"
     try:
-        builder = tfds.builder(name, data_dir=data_dir)
+        builder = _builder(name, data_dir)
     except Exception as e:  # noqa: BLE001 (tfds raises many kinds for a missing dataset)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserInputError(f"--{flag}={name!r}: no such tensorflow-datasets dataset in {where} "

@@ -53,9 +53,11 @@ class Evaluator:
             if alone:
                 for batch in ds:
                     totals += self._eval_step(batch)
-            for batch in ([] if alone else self.strategy.experimental_distribute_dataset(ds)):
-                per_replica = self.strategy.run(self._eval_step, args=(batch,))
-                totals += self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+            else:
+                for batch in self.strategy.experimental_distribute_dataset(ds):
+                    per_replica = self.strategy.run(self._eval_step, args=(batch,))
+                    totals += self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica,
+                                                   axis=None)
             top1, top5, count = (float(x) for x in totals.numpy())
             if count == 0:
                 raise UserInputError(f"eval subset {subset!r} has no images")

@@ -211,14 +211,16 @@ class Trainer:
         t, m = self.cfg.train, self.cfg.model
         per_replica_batch = t.train_batch_size // self.strategy.num_replicas_in_sync
         k = min(max(t.image_summary_images, 1), per_replica_batch)
-        # the student's noised view of the unlabeled stream too (Noisy Student runs)
+        # TensorBoard image name -> (batch key, images): the student's noised view of the
+        # unlabeled stream too (Noisy Student runs)
+        summaries = {"train/input_images": (keys.IMAGE, k)}
         st = self.cfg.student
-        k_unl = 0
         if st.enabled:
             per_replica_unl = (st.unlabeled_batch_size(t.train_batch_size,
                                                        t.label_data_sample_prob)
                                // self.strategy.num_replicas_in_sync)
-            k_unl = min(max(t.image_summary_images, 1), per_replica_unl)
+            summaries["train/unlabeled_input_images"] = (
+                keys.UNL_IMAGE, min(max(t.image_summary_images, 1), per_replica_unl))
 
         @tf.function
         def train_loop(iterator, num_steps):
@@ -227,9 +229,8 @@ class Trainer:
             included), labeled and unlabeled: {summary name: uint8 images}."""
             metrics = {name: tf.constant(0.0) for name in names}
             shape = [m.image_size, m.image_size, 3]
-            images = {"train/input_images": tf.zeros([k] + shape, tf.uint8)}
-            if k_unl:
-                images["train/unlabeled_input_images"] = tf.zeros([k_unl] + shape, tf.uint8)
+            images = {name: tf.zeros([n] + shape, tf.uint8)
+                      for name, (_, n) in summaries.items()}
             for _ in tf.range(num_steps):
                 batch = next(iterator)
                 per_replica = self.strategy.run(self._train_step, args=(batch,))
@@ -238,9 +239,8 @@ class Trainer:
                                                axis=None)
                     for name in names
                 }
-                images = {name: self._first_images(batch, key, old)
-                          for (name, old), key in zip(images.items(),
-                                                      (keys.IMAGE, keys.UNL_IMAGE))}
+                images = {name: self._first_images(batch, key, images[name])
+                          for name, (key, _) in summaries.items()}
             return metrics, images
 
         return train_loop
