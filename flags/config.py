@@ -241,6 +241,7 @@ def run_config_from_flags(fv, on_tpu: bool = False) -> RunConfig:
         tfds_data_dir=values["tfds_data_dir"], tfds_train_split=values["tfds_train_split"],
         tfds_dev_split=values["tfds_dev_split"], tfds_test_split=values["tfds_test_split"],
         tfds_unlabel_split=values["tfds_unlabel_split"],
+        data_service_address=_data_service(values),
     )
     train = TrainConfig(
         model_dir=values["model_dir"], train_steps=train_steps, train_last_step_num=last,
@@ -294,6 +295,22 @@ def _with_checkpoint_model(fv, values: dict, cfg: RunConfig) -> RunConfig:
         run_info.check_model(info, cfg.model, list(run_info.ARCHITECTURE_FLAGS),
                              f"the checkpoint in --model_dir={model_dir!r} (resuming)")
     return cfg
+
+
+def _data_service(values: dict) -> Optional[str]:
+    address = values["data_service_address"]
+    if not address:
+        return None
+    from noisy_student_tf.data import service
+
+    address = service.normalize_address(address)
+    if values["deterministic"]:
+        raise UserInputError("--data_service_address and --deterministic are exclusive (the "
+                             "service's workers deliver batches in the order they finish them)")
+    if values["mode"] not in ("train", "train_and_eval"):
+        logging.warning("--data_service_address is for training; --mode=%s reads its input "
+                        "locally", values["mode"])
+    return address
 
 
 def _rgb(values: dict, name: str) -> Optional[tuple]:

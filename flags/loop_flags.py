@@ -77,6 +77,11 @@ def define_loop_flags(flag_values=None) -> None:
                    "(upstream's scripts: 0.3).")
     d.DEFINE_bool("retrain_changed", False, "Retrain stages whose recorded settings differ "
                   "(moved to <stage>.replaced) and every stage built on them.")
+    d.DEFINE_string("run_id", None, "On a cluster (TF_CONFIG naming several workers): the same "
+                    "id on every host's driver, e.g. the scheduler's job id. The chief's driver "
+                    "runs the loop; the others join its training stages (WORKSPACE.md).")
+    d.DEFINE_string("data_service_address", None, "Passed to every training stage: its input "
+                    "made by this tf.data service dispatcher (tools/data_service.py).")
 
 
 def loop_config_from_flags(fv) -> LoopConfig:

@@ -214,3 +214,9 @@ def define_main_flags(flag_values=None) -> None:
                     "whose images are the unlabeled data (labels unused), e.g. extra.")
     d.DEFINE_bool("deterministic", False,
                   "Deterministic tf.data order (slower); with --seed gives repeatable runs.")
+    d.DEFINE_string("data_service_address", None,
+                    "host:port of a tf.data service dispatcher (tools/data_service.py): the "
+                    "training input (decode, crop, RandAugment, batching) runs on its workers, "
+                    "which must read --label_data_dir / --unlabel_data_dir under the same paths. "
+                    "Training only (evaluation and prediction read locally); not with "
+                    "--deterministic.")

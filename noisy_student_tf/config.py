@@ -58,6 +58,8 @@ class DataConfig:
     tfds_dev_split: str = ""
     tfds_test_split: str = "test"
     tfds_unlabel_split: str = "train"
+    # host:port of a tf.data service dispatcher: training batches made on its workers
+    data_service_address: Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)

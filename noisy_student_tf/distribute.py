@@ -68,9 +68,13 @@ def get_strategy(name: str = "auto", tpu: Optional[str] = None, devices=None):
     resolved = resolve_strategy_name(name, tpu)
     logging.info("Distribution strategy: %s", resolved)
     if resolved == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu or "")
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, RuntimeError, OSError, tf.errors.OpError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise UserInputError(f"--tpu={tpu or ''!r}: no TPU reachable ({first})") from None
         return tf.distribute.TPUStrategy(resolver)
     if resolved == "multi_worker_mirrored":
         return tf.distribute.MultiWorkerMirroredStrategy()

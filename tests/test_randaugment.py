@@ -265,3 +265,36 @@ def test_bad_magnitude_and_layers():
         ra.distort_image_with_randaugment(img, 2, -1)
     with pytest.raises(ValueError, match="num_layers=-2"):
         ra.distort_image_with_randaugment(img, -2, 10)
+
+
+@pytest.mark.parametrize("magnitude", [10, 27])
+def test_one_image_function_equals_a_batch_of_one(magnitude):
+    """distort_image_with_randaugment runs only its drawn op (switch_case); the batch function
+    partitions by op. Same seed -> same image, over seeds that draw every op."""
+    img = tf.constant(sample_image(32, 32))
+    kwargs = dict(translate_const=4, cutout_const=4)
+    drawn = set()
+    for i in range(24):
+        seed = tf.constant([i, 3])
+        one = ra.distort_image_with_randaugment(img, 3, magnitude, seed=seed, **kwargs)
+        batch = ra.distort_batch_with_randaugment(img[None], 3, magnitude, seed=seed, **kwargs)
+        np.testing.assert_array_equal(one.numpy(), batch[0].numpy())
+        drawn.update(int(op[0]) for op, _ in ra._draws(seed, 3, 1, len(ra.OP_NAMES)))
+    assert drawn == set(range(len(ra.OP_NAMES)))
+    graph = tf.function(lambda s: ra.distort_image_with_randaugment(img, 3, magnitude, seed=s,
+                                                                   **kwargs))
+    np.testing.assert_array_equal(graph(tf.constant([5, 3])).numpy(),
+                                  ra.distort_image_with_randaugment(
+                                      img, 3, magnitude, seed=tf.constant([5, 3]),
+                                      **kwargs).numpy())
+
+
+def test_solarize_add_and_cutout_in_uint8_match_the_float_formulas():
+    img = sample_image(16, 16)
+    for add in (0, 30, 110, 200, 255, 299):
+        want = np.where(img < 128, np.clip(img.astype(int) + add, 0, 255), img)
+        np.testing.assert_array_equal(run(ra.solarize_add, img, add), want)
+    out = run(randaugment_geometry.cutout, img, 3, u=(0.5, 0.5, 0.25))  # centre (8, 4)
+    want = img.copy()
+    want[5:11, 1:7] = 128
+    np.testing.assert_array_equal(out, want)

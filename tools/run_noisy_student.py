@@ -29,6 +29,7 @@ from absl import app, flags, logging
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from flags.loop_flags import define_loop_flags, loop_config_from_flags  # noqa: E402
+from noisy_student_tf.driver import cluster as cluster_lib  # noqa: E402
 from noisy_student_tf.driver import loop as loop_lib  # noqa: E402
 from noisy_student_tf.driver import stages as stages_lib  # noqa: E402
 from noisy_student_tf.driver import summary as summary_lib  # noqa: E402
@@ -46,7 +47,9 @@ def main(argv):
     runner = stages_lib.StageRunner(ROOT)
     runner.install_signal_handlers()
     try:
-        plan = loop_lib.LoopPlan(loop_config_from_flags(FLAGS), ROOT)
+        cfg = loop_config_from_flags(FLAGS)
+        runner.cluster = cluster_lib.from_environment(cfg.output_dir, cfg.run_id)
+        plan = loop_lib.LoopPlan(cfg, ROOT)
         summary = plan.run(runner)
     except UserInputError as e:
         print(f"run_noisy_student.py: error: {e}", file=sys.stderr)
@@ -54,6 +57,10 @@ def main(argv):
     except stages_lib.StoppedBySignal as e:
         print(f"run_noisy_student.py: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
+    if summary is None:  # a follower on a cluster: the chief prints the results
+        print(f"run_noisy_student.py: {runner.cluster.task} done; the chief's driver prints the "
+              f"summary ({os.path.join(plan.out, summary_lib.SUMMARY)})")
+        return
     print("\n" + summary_lib.format_table(summary))
     print(f"(summary: {os.path.join(plan.out, summary_lib.SUMMARY)})")
     logging.flush()

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from noisy_student_tf import io_utils
 from noisy_student_tf.data import augment as augment_lib
-from noisy_student_tf.data import framing, keys, preprocess, records, tfds_source
+from noisy_student_tf.data import framing, keys, preprocess, records, service, tfds_source
 from noisy_student_tf.errors import UserInputError
 
 # upstream data_input.py: interleave cycle 64, 8 MiB read buffer, shuffle 16384 with cache and
@@ -78,6 +78,8 @@ class InputConfig:
     augment: augment_lib.AugmentConfig = dataclasses.field(
         default_factory=augment_lib.AugmentConfig)
     skip: Optional[SkipList] = None  # --skip_corrupt_records
+    # --data_service_address: training batches made by tf.data service workers (data/service.py)
+    data_service: Optional[str] = None
 
 
 def _split_dirs(data_dirs: str) -> list:
@@ -175,13 +177,18 @@ def _read(files, cfg: InputConfig, is_training: bool, input_context=None,
             return tf.data.Dataset.from_tensor_slices(files).flat_map(records_of)
         return tf.data.TFRecordDataset(files, buffer_size=READ_BUFFER_BYTES)
     ds = tf.data.Dataset.from_tensor_slices(files)
-    n_hosts = input_context.num_input_pipelines if input_context is not None else 1
-    host = input_context.input_pipeline_id if input_context is not None else 0
+    # Under the tf.data service, the dispatcher deals the files out to its workers and the
+    # batches to the trainer hosts (data/service.py): no per-host shard, no cache.
+    served = bool(cfg.data_service)
+    n_hosts = input_context.num_input_pipelines if input_context is not None and not served \
+        else 1
+    host = input_context.input_pipeline_id if n_hosts > 1 else 0
     shard_records = n_hosts > len(files)  # too few files for one per host: split records
     if n_hosts > 1 and not shard_records:
         ds = ds.shard(n_hosts, host)
     ds = ds.shuffle(len(files), seed=cfg.seed)
-    if not cfg.use_cache:
+    use_cache = cfg.use_cache and not served
+    if not use_cache:
         ds = ds.repeat()
     ds = ds.interleave(
         records_of,
@@ -191,7 +198,7 @@ def _read(files, cfg: InputConfig, is_training: bool, input_context=None,
     )
     if n_hosts > 1 and shard_records:
         ds = ds.shard(n_hosts, host)
-    if cfg.use_cache:
+    if use_cache:
         ds = ds.cache()
         if expand_copies:
             ds = _repeat_copies(ds)
@@ -226,14 +233,15 @@ def labeled_train_dataset(files, cfg: InputConfig, batch_size: int, input_contex
                 truncate=per_batch is not None)
         return {keys.IMAGE: image, keys.LABEL: _check_label(ex["label"], cfg.num_classes)}
 
-    return _map_batch_augment(ds, parse, cfg, batch_size, per_batch, keys.IMAGE, seed_offset=1)
+    return _map_batch_augment(ds, parse, cfg, batch_size, per_batch, keys.IMAGE, seed_offset=1,
+                              input_context=input_context)
 
 
 def _map_batch_augment(ds, parse, cfg: InputConfig, batch_size: int, per_batch, key: str,
-                       seed_offset: int):
-    """map(parse) -> batch -> optional batched RandAugment of `key` -> prefetch. Batched
-    augmentation (each image still draws its own ops) launches far fewer kernels than per-image
-    augmentation (benchmarks/input_pipeline.py)."""
+                       seed_offset: int, input_context=None):
+    """map(parse) -> batch -> optional batched RandAugment of `key` -> (the tf.data service)
+    -> prefetch. Batched augmentation (each image still draws its own ops) launches far fewer
+    kernels than per-image augmentation (benchmarks/input_pipeline.py)."""
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=cfg.deterministic)
     ds = ds.batch(batch_size, drop_remainder=True)
     if per_batch is not None:
@@ -241,6 +249,9 @@ def _map_batch_augment(ds, parse, cfg: InputConfig, batch_size: int, per_batch, 
         ds = tf.data.Dataset.zip((ds, seeds)).map(
             lambda b, s: {**b, key: per_batch(b[key], s)},
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=cfg.deterministic)
+    if cfg.data_service:
+        hosts = input_context.num_input_pipelines if input_context is not None else 1
+        ds = service.distribute(ds, cfg.data_service, service.job_name(key, cfg.seed, hosts))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -325,7 +336,8 @@ def unlabeled_train_dataset(files, cfg: InputConfig, batch_size: int, student_au
                 image, teacher_size, cfg.small_image)
         return out
 
-    return _map_batch_augment(ds, parse, cfg, batch_size, per_batch, keys.UNL_IMAGE, seed_offset=3)
+    return _map_batch_augment(ds, parse, cfg, batch_size, per_batch, keys.UNL_IMAGE, seed_offset=3,
+                              input_context=input_context)
 
 
 def zip_labeled_unlabeled(labeled, unlabeled):

@@ -11,13 +11,15 @@ Upstream cases decided explicitly here (M > 10, section 12.24): posterize bits a
 identity. Contrast's degenerate image is the rounded mean grey level, as PIL does; upstream used
 (pixel count) / 256 by mistake, which `upstream_contrast=True` reproduces.
 
-Speed (issue 3): ops are written on batches. Per layer the batch is partitioned by drawn op
-(tf.dynamic_partition), each op runs once on its sub-batch, and the results are stitched back, so
-a batch of 64 costs 16 kernel launches per layer instead of 64. Colour ops use bit operations or
-plain float arithmetic (no per-pixel tf.where or gathers), integer translations slice and pad, and
-warps move packed RGB pixels as one int32 channel.
+Speed (issues 3 and 17): ops are written on batches. Per layer the batch is partitioned by drawn
+op (tf.dynamic_partition), each op runs once on its sub-batch, and the results are stitched back,
+so a batch of 64 costs 16 op launches per layer instead of 64; the one-image function runs only
+its drawn op (tf.switch_case). Colour ops use bit operations or plain integer / float arithmetic
+(no per-pixel tf.where), integer translations slice and pad, and warps move packed RGB pixels as
+one int32 channel.
 """
 
+import functools
 
 import tensorflow as tf
 
@@ -69,10 +71,9 @@ def autocontrast(images, _=None, u=None):
 
 def equalize(images, _=None, u=None):
     """PIL-style per-channel histogram equalisation (PIL ImageOps.equalize), per image."""
-    n = tf.shape(images, out_type=tf.int64)[0]
-    offsets = (tf.range(n, dtype=tf.int64)[:, None, None, None] * 768
-               + tf.constant([0, 256, 512], tf.int64))
-    index = tf.cast(images, tf.int64) + offsets  # [N, H, W, 3] into [N * 3 * 256]
+    n = tf.shape(images)[0]
+    offsets = tf.range(n)[:, None, None, None] * 768 + tf.constant([0, 256, 512])
+    index = tf.cast(images, tf.int32) + offsets  # [N, H, W, 3] into [N * 3 * 256]
     hist = tf.reshape(tf.math.bincount(tf.reshape(index, [-1]), minlength=n * 768,
                                        maxlength=n * 768), [n, 3, 256])
     bins = tf.range(256, dtype=hist.dtype)
@@ -107,10 +108,10 @@ def solarize(images, threshold, u=None):
 
 
 def solarize_add(images, addition, u=None, threshold=128):
-    """Pixels < 128 get x + addition, clipped to [0, 255]."""
-    low = tf.cast(images < threshold, tf.float32)
-    out = tf.cast(images, tf.float32) + low * float(addition)
-    return tf.cast(tf.clip_by_value(out, 0.0, 255.0), tf.uint8)
+    """Pixels < 128 get x + addition, clipped to [0, 255] (exact in int16)."""
+    x = tf.cast(images, tf.int16)
+    out = x + tf.cast(x < threshold, tf.int16) * int(addition)
+    return tf.cast(tf.clip_by_value(out, 0, 255), tf.uint8)
 
 
 def grayscale(images):
@@ -171,6 +172,17 @@ def level_args(magnitude: float, translate_const: float, cutout_const: float) ->
     }
 
 
+def _op_fns(upstream_contrast: bool) -> dict:
+    return {
+        "AutoContrast": autocontrast, "Equalize": equalize, "Invert": invert,
+        "Rotate": rotate, "Posterize": posterize, "Solarize": solarize,
+        "Color": color, "Brightness": brightness, "Sharpness": sharpness,
+        "Contrast": lambda im, f, uu: contrast(im, f, uu, upstream_contrast),
+        "ShearX": shear_x, "ShearY": shear_y, "TranslateX": translate_x,
+        "TranslateY": translate_y, "SolarizeAdd": solarize_add, "Cutout": cutout,
+    }
+
+
 def apply_op(name: str, images, magnitude: float, u, translate_const: float = 100,
              cutout_const: float = 40, upstream_contrast: bool = False):
     """Applies one named op at magnitude M to uint8 images [N, H, W, 3].
@@ -180,15 +192,7 @@ def apply_op(name: str, images, magnitude: float, u, translate_const: float = 10
     arg = level_args(magnitude, translate_const, cutout_const).get(name)
     if name in ENHANCE_OPS and arg == 1.0:
         return images  # factor 1.0 (M = 5) is an exact no-op upstream
-    fns = {
-        "AutoContrast": autocontrast, "Equalize": equalize, "Invert": invert,
-        "Rotate": rotate, "Posterize": posterize, "Solarize": solarize,
-        "Color": color, "Brightness": brightness, "Sharpness": sharpness,
-        "Contrast": lambda im, f, uu: contrast(im, f, uu, upstream_contrast),
-        "ShearX": shear_x, "ShearY": shear_y, "TranslateX": translate_x,
-        "TranslateY": translate_y, "SolarizeAdd": solarize_add, "Cutout": cutout,
-    }
-    return fns[name](images, arg, u)
+    return _op_fns(upstream_contrast)[name](images, arg, u)
 
 
 def _validate(num_layers, magnitude):
@@ -222,16 +226,10 @@ def distort_batch_with_randaugment(
     _validate(num_layers, magnitude)
     images = tf.convert_to_tensor(images)
     _check_images(images, rank=4)
-    if seed is None:
-        seed = tf.random.uniform([2], maxval=2 ** 31 - 1, dtype=tf.int32)
     names = OP_NAMES if cutout else OP_NAMES[:-1]
     n = tf.shape(images)[0]
-    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2 * max(num_layers, 1))
     static_shape = images.shape
-    for layer in range(num_layers):
-        ops = tf.random.stateless_uniform([n], seeds[2 * layer], maxval=len(names),
-                                          dtype=tf.int32)
-        u = tf.random.stateless_uniform([n, 3], seeds[2 * layer + 1])
+    for ops, u in _draws(seed, num_layers, n, len(names)):
         parts = tf.dynamic_partition(images, ops, len(names))
         u_parts = tf.dynamic_partition(u, ops, len(names))
         positions = tf.dynamic_partition(tf.range(n), ops, len(names))
@@ -243,6 +241,18 @@ def distort_batch_with_randaugment(
         images = tf.dynamic_stitch(positions, outs)
         images.set_shape(static_shape)
     return images
+
+
+def _draws(seed, num_layers: int, n, num_ops: int):
+    """Per layer, each of the `n` images' op index [n] and uniforms [n, 3] (sign, Cutout
+    centre), from `seed` (None: one from the global generator). The batch and the one-image
+    functions draw alike, so one image equals image 0 of a batch with the same seed."""
+    if seed is None:
+        seed = tf.random.uniform([2], maxval=2 ** 31 - 1, dtype=tf.int32)
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2 * max(num_layers, 1))
+    for layer in range(num_layers):
+        ops = tf.random.stateless_uniform([n], seeds[2 * layer], maxval=num_ops, dtype=tf.int32)
+        yield ops, tf.random.stateless_uniform([n, 3], seeds[2 * layer + 1])
 
 
 def distort_image_with_randaugment(
@@ -273,6 +283,12 @@ def distort_image_with_randaugment(
     _validate(num_layers, magnitude)
     image = tf.convert_to_tensor(image)
     _check_images(image, rank=3)
-    return distort_batch_with_randaugment(
-        image[None], num_layers, magnitude, cutout, seed, translate_const, cutout_const,
-        upstream_contrast)[0]
+    names = OP_NAMES if cutout else OP_NAMES[:-1]
+    images = image[None]
+    for ops, u in _draws(seed, num_layers, 1, len(names)):
+        # only the drawn op runs (a Case op in graphs), on a batch of one
+        images = tf.switch_case(ops[0], [
+            functools.partial(apply_op, name, images, magnitude, u, translate_const,
+                              cutout_const, upstream_contrast) for name in names])
+        images.set_shape([1, *image.shape])
+    return images[0]

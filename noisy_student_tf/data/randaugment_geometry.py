@@ -105,11 +105,7 @@ def cutout(images, pad_size, u, fill=FILL_VALUE):
     cx = tf.minimum(tf.cast(u[:, 2] * tf.cast(w, tf.float32), tf.int32), w - 1)[:, None]
     pad = int(pad_size)
     rows, cols = tf.range(h)[None, :], tf.range(w)[None, :]
-    in_rows = tf.cast((rows >= cy - pad) & (rows < cy + pad), tf.float32)  # [N, H]
-    in_cols = tf.cast((cols >= cx - pad) & (cols < cx + pad), tf.float32)  # [N, W]
-    box = in_rows[:, :, None, None] * in_cols[:, None, :, None]  # [N, H, W, 1], 1 inside
-    out = tf.cast(images, tf.float32) * (1.0 - box) + float(fill) * box
-    return tf.cast(out, tf.uint8)
-
-
-# ---------------------------------------------------------------- magnitude -> argument
+    in_rows = (rows >= cy - pad) & (rows < cy + pad)  # [N, H]
+    in_cols = (cols >= cx - pad) & (cols < cx + pad)  # [N, W]
+    box = in_rows[:, :, None, None] & in_cols[:, None, :, None]  # [N, H, W, 1], true inside
+    return tf.where(box, tf.constant(fill, tf.uint8), images)

@@ -54,6 +54,9 @@ class LoopConfig:
     filter_num_image: int = -1
     filter_min_threshold: float = 0.3
     retrain_changed: bool = False
+    # a cluster (TF_CONFIG with several workers): the same id on every host (driver/cluster.py)
+    run_id: Optional[str] = None
+    data_service_address: Optional[str] = None  # training stages' input on the tf.data service
 
     @property
     def student_names(self) -> Tuple[str, ...]:

@@ -24,6 +24,7 @@ from typing import List, Optional, Tuple
 from absl import logging
 
 from noisy_student_tf import io_utils, locks, run_info
+from noisy_student_tf.driver import cluster as cluster_lib
 from noisy_student_tf.driver import stages as stages_lib
 from noisy_student_tf.driver import summary as summary_lib
 from noisy_student_tf.driver.config import LoopConfig, Round, unlabeled_shards
@@ -175,6 +176,8 @@ class LoopPlan:
     def _train_stage(self, name: str, args: list, steps: int, cost: float, after=()):
         model_dir = os.path.join(self.out, name)
         full = ["--mode=train_and_eval", f"--model_dir={model_dir}", *args]
+        if self.cfg.data_service_address:  # where the input is made does not change results
+            full.append(f"--data_service_address={self.cfg.data_service_address}")
         return self._stage(name, stages_lib.settings_of(args),
                            lambda: [["main.py", *full]], steps, cost, after)
 
@@ -306,7 +309,24 @@ class LoopPlan:
         return os.path.join(stage.directory, "reassign")
 
     # ---------------------------------------------------------------- running
-    def run(self, runner: stages_lib.StageRunner) -> dict:
+    def run(self, runner: stages_lib.StageRunner) -> Optional[dict]:
+        """Runs the stages not done yet; returns the summary (None on a follower host of a
+        cluster, driver/cluster.py, which runs only the chief's training commands)."""
+        cluster = runner.cluster
+        if cluster is not None and not cluster.chief:
+            cluster.follow(runner.follow_command, lambda text: runner.progress.show(text, True))
+            return None
+        try:
+            summary = self._run_stages(runner)
+        except BaseException as e:
+            if cluster is not None:
+                cluster.announce(cluster_lib.FAILED, message=str(e) or type(e).__name__)
+            raise
+        if cluster is not None:
+            cluster.announce(cluster_lib.FINISHED)
+        return summary
+
+    def _run_stages(self, runner: stages_lib.StageRunner) -> dict:
         # One driver per output directory (each stage's main.py also locks its own model_dir).
         locks.lock_dir(self.out, f"--output_dir={self.out!r}")
         moved = stages_lib.check_stages(self.stages, self.out, self.cfg.retrain_changed)

@@ -20,6 +20,7 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional
 
+from noisy_student_tf.driver import cluster as cluster_lib
 from noisy_student_tf.errors import UserInputError
 
 CONFIG_FILE = "stage_config.json"
@@ -186,6 +187,7 @@ class StageRunner:
         self.stop_signal: Optional[int] = None
         self.eta_after: Callable[[], float] = lambda: 0.0
         self.on_rate: Callable[[str, float], None] = lambda name, sec_per_step: None
+        self.cluster = None  # driver/cluster.py Cluster on a multi-worker cluster
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -208,14 +210,31 @@ class StageRunner:
         log_path = os.path.join(stage.directory, LOG_FILE)
         t0 = time.time()
         for script, *args in stage.commands():
-            self._run_one(stage, label, script, args, log_path)
+            env = None
+            if self.cluster is not None:  # training joins the followers; the rest runs alone
+                if stage.steps and script == "main.py":
+                    self.cluster.announce(cluster_lib.TRAIN, stage.name, [script, *args])
+                else:
+                    self.cluster.announce(cluster_lib.BUSY, stage.name)
+                    env = cluster_lib.single_process_env()
+            self._run_one(stage, label, script, args, log_path, env)
         with open(os.path.join(stage.directory, DONE_FILE), "w") as f:
             f.write("ok\n")
         self.progress.show(f"[{label}] done in {_fmt_duration(time.time() - t0)}", force=True)
         self.progress.end()
 
+    def follow_command(self, stage_name: str, command: List[str]) -> None:
+        """A follower's run of the chief's announced training command (logs kept locally)."""
+        log_dir = self.cluster.log_dir()
+        os.makedirs(log_dir, exist_ok=True)
+        stage = Stage(stage_name, log_dir, {}, lambda: [], steps=1)
+        script, *args = command
+        self._run_one(stage, f"{stage_name} ({self.cluster.task})", script, args,
+                      os.path.join(log_dir, f"{stage_name}.log"))
+        self.progress.end()
+
     def _run_one(self, stage: Stage, label: str, script: str, args: List[str],
-                 log_path: str) -> None:
+                 log_path: str, env: Optional[dict] = None) -> None:
         if self.stop_signal is not None:
             raise StoppedBySignal(f"{signal.Signals(self.stop_signal).name} received before "
                                   f"stage {stage.name} started; rerun the same command to "
@@ -227,7 +246,7 @@ class StageRunner:
             self.child = subprocess.Popen(
                 cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.root, text=True,
                 bufsize=1, start_new_session=True, preexec_fn=_die_with_parent,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                env=dict(os.environ if env is None else env, PYTHONUNBUFFERED="1"))
             if self.stop_signal is not None:  # arrived while the child was starting
                 self.child.send_signal(signal.SIGTERM)
             self.progress.show(f"[{label}] starting {os.path.basename(script)}", force=True)

@@ -13,7 +13,7 @@ from absl import logging
 
 from noisy_student_tf import distribute, io_utils, locks
 from noisy_student_tf.config import ExportConfig, ModelConfig, RunConfig
-from noisy_student_tf.data import digits, framing, pipeline, tfds_source, validate
+from noisy_student_tf.data import digits, framing, pipeline, service, tfds_source, validate
 from noisy_student_tf.errors import BadDataError, UserInputError, WorkerLost
 from noisy_student_tf.train import checkpoints
 from noisy_student_tf.train.evaluate import EVAL_RESULTS
@@ -86,7 +86,8 @@ def _input_config(cfg: RunConfig) -> pipeline.InputConfig:
     return pipeline.InputConfig(
         image_size=m.image_size, num_classes=m.num_classes, small_image=m.small_image_model,
         flip=d.flip, use_cache=d.use_cache, num_train_shards=d.num_train_shards,
-        deterministic=d.deterministic, seed=t.seed, augment=d.augment)
+        deterministic=d.deterministic, seed=t.seed, augment=d.augment,
+        data_service=d.data_service_address)
 
 
 def _eval_files(cfg: RunConfig) -> dict:
@@ -206,6 +207,9 @@ def train_and_evaluate(cfg: RunConfig, strategy, evaluate: bool = True,
     _prepare_model_dir(t.model_dir)
     logging.info("Config: %s", cfg)
     in_cfg = _input_config(cfg)
+    if d.data_service_address:
+        service.check_reachable(d.data_service_address)
+        logging.info("Training input made by the tf.data service at %s", d.data_service_address)
     trainer = Trainer(cfg, strategy)
     eval_files = _eval_files(cfg) if evaluate else {}
     # Restore (or check there is nothing to restore) before writing anything, so a run that
