@@ -83,7 +83,11 @@ def main():
     finally:
         for proc in reversed(procs):
             proc.terminate()
-            proc.wait(timeout=60)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     ref = float(np.median(rates["local pipeline (trainer's own)"]))
     print(f"\n{args.size}x{args.size}, batches of {args.batch}, RandAugment N=2 M=10 (median of "
           f"{args.rounds} rounds of {args.seconds:g} s, {os.cpu_count()} CPUs)")

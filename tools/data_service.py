@@ -14,6 +14,7 @@ until stopped (SIGTERM / Ctrl-C); the first line printed names the address it se
 import os
 import signal
 import socket
+import sys
 import threading
 
 from absl import app, flags
@@ -54,7 +55,13 @@ def main(argv):
         signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(1.0):
         pass
-    server.stop()
+    # A worker's stop() waits for its running tasks, which infinite training input never
+    # ends: give it a few seconds, then exit anyway (the dispatcher notices a lost worker).
+    stopper = threading.Thread(target=server.stop, daemon=True)
+    stopper.start()
+    stopper.join(timeout=5.0)
+    sys.stdout.flush()
+    os._exit(0)
 
 if __name__ == "__main__":
     app.run(main)
