@@ -52,7 +52,8 @@ def label_shares(batches):
     return np.array([counts[c] / total for c in range(NUM_CLASSES)])
 
 
-@pytest.mark.parametrize("num_workers", [pytest.param(1, marks=pytest.mark.e2e), 2])
+# (one worker: opt-in, --runslow; the two-worker case runs in every tier)
+@pytest.mark.parametrize("num_workers", [pytest.param(1, marks=pytest.mark.optin), 2])
 def test_served_batches_match_the_local_pipeline(cluster, tmp_path, num_workers):
     address, workers = cluster
     files = colour_files(tmp_path)

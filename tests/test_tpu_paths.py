@@ -35,7 +35,8 @@ def _student_batch():
 
 
 @pytest.mark.e2e  # (XLA compiles of whole steps: 15-30 s each, so in the CI tier)
-@pytest.mark.parametrize("kind", ["supervised", "online_teacher"])
+@pytest.mark.parametrize("kind", [  # the online-teacher step: opt-in (--runslow), CI time
+    "supervised", pytest.param("online_teacher", marks=pytest.mark.optin)])
 def test_whole_replica_step_compiles_with_xla(tmp_path, kind):
     """The replica function TPUStrategy would compile (forward, backward, optimizer update, EMA)
     compiles as one XLA program on this CPU: no host-side op, no dynamic shape."""
