@@ -56,6 +56,11 @@ def run() -> None:
         model_cfg, pcfg, checkpoint = job.predict
         for path in run_lib.predict(model_cfg, pcfg, checkpoint, strategy, cfg):
             print(path)
+    elif job.mode == "eval_robustness":
+        table, paths = run_lib.evaluate_robustness(cfg, job.robustness)
+        print(table)
+        for path in paths:
+            print(path)
     elif job.mode == "export":
         ckpt, path = run_lib.export(*job.export, cfg.data.task_name)
         print(f"exported {ckpt} -> {path} (signatures: serving_default, serving_images, logits)")

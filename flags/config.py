@@ -15,7 +15,8 @@ from noisy_student_tf.errors import UserInputError
 from noisy_student_tf.models import MODEL_PARAMS
 from noisy_student_tf.models.params import SMALL_IMAGE_PRESETS
 
-MODES = ("train", "eval", "train_and_eval", "predict", "export")
+MODES = ("train", "eval", "train_and_eval", "predict", "export", "eval_robustness")
+EVAL_MODES = ("eval", "eval_robustness")  # read the model from the checkpoint in --model_dir
 
 # --task_name=digits: values used for flags the user did not pass, so that
 # `main.py --task_name=digits --mode=train_and_eval --model_dir=DIR` is a complete run of a few
@@ -279,13 +280,13 @@ def _with_checkpoint_model(fv, values: dict, cfg: RunConfig) -> RunConfig:
     """--mode=eval: the model and normalisation of the checkpoint in --model_dir. A resumed
     training run must build exactly the model of the checkpoint it resumes."""
     model_dir = values["model_dir"]
-    if values["mode"] not in ("eval", "train", "train_and_eval") or not model_dir:
+    if values["mode"] not in (*EVAL_MODES, "train", "train_and_eval") or not model_dir:
         return cfg
     from noisy_student_tf.train import checkpoints
 
     if not tf.io.gfile.isdir(model_dir) or not checkpoints.has_checkpoint_files(model_dir):
         return cfg
-    if values["mode"] == "eval":
+    if values["mode"] in EVAL_MODES:
         model, mean, std = checkpoint_model(fv, cfg, model_dir, "model_dir")
         model = dataclasses.replace(model, fix_layer_num=cfg.model.fix_layer_num)
         return dataclasses.replace(cfg, model=model, data=dataclasses.replace(
@@ -497,6 +498,7 @@ class MainJob:
     flag_values: dict  # written to FLAGS.json by training runs
     predict: Optional[tuple] = None  # (ModelConfig, PredictConfig, checkpoint path)
     export: Optional[tuple] = None  # (ModelConfig, mean_rgb, stddev_rgb, ExportConfig)
+    robustness: Optional[object] = None  # robustness/evaluate.py RobustnessConfig
 
 
 def main_job_from_flags(fv, on_tpu: bool = False) -> MainJob:
@@ -507,5 +509,30 @@ def main_job_from_flags(fv, on_tpu: bool = False) -> MainJob:
         predict = (*predict_config_from_flags(fv, cfg), fv.predict_ckpt_path)
     elif fv.mode == "export":
         export = export_config_from_flags(fv, cfg)
+    robustness = robustness_config_from_flags(fv) if fv.mode == "eval_robustness" else None
     return MainJob(mode=fv.mode, run=cfg, flag_values=fv.flag_values_dict(), predict=predict,
-                   export=export)
+                   export=export, robustness=robustness)
+
+
+def robustness_config_from_flags(fv):
+    """--robustness_* (and --seed, --eval_batch_size) -> RobustnessConfig."""
+    from noisy_student_tf.robustness.evaluate import RobustnessConfig
+
+    if not fv.model_dir:
+        raise UserInputError("--mode=eval_robustness needs --model_dir (a trained checkpoint)")
+    kwargs = {}
+    if fv.robustness_corruptions is not None:
+        kwargs["corruptions"] = tuple(c for c in fv.robustness_corruptions if c)
+    if fv.robustness_perturbations is not None:
+        kwargs["perturbations"] = tuple(p for p in fv.robustness_perturbations if p)
+    bad = [s for s in fv.robustness_severities if not s.strip().isdigit()]
+    if bad:
+        raise UserInputError(f"--robustness_severities: {bad[0]!r} is not a severity (1-5)")
+    try:
+        severities = tuple(int(s) for s in fv.robustness_severities)
+        return RobustnessConfig(
+            severities=severities, frames=fv.robustness_frames, subset=fv.robustness_subset,
+            max_images=fv.robustness_max_images, seed=fv.seed, batch_size=fv.eval_batch_size,
+            references=tuple(fv.robustness_reference or ()), **kwargs)
+    except ValueError as e:
+        raise UserInputError(f"--{e}") from None

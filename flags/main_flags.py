@@ -43,8 +43,9 @@ def define_main_flags(flag_values=None) -> None:
                     "Student architecture: efficientnet-b0 ... efficientnet-b7, efficientnet-l2.")
     d.DEFINE_string("mode", "train_and_eval",
                     "train, eval, train_and_eval (trains and evaluates every --steps_per_eval; "
-                    "upstream's trained nothing), predict, or export (a SavedModel for serving, "
-                    "see --export_dir).")
+                    "upstream's trained nothing), predict, export (a SavedModel for serving, "
+                    "see --export_dir), or eval_robustness (corruption errors / mCE and flip "
+                    "rates / mFR of the checkpoint in --model_dir, see --robustness_*).")
     d.DEFINE_integer("train_steps", 109474,
                      "Length of the LR schedule in steps (350 ImageNet epochs at batch 4096); "
                      "multiplied by --train_ratio.")
@@ -214,6 +215,21 @@ def define_main_flags(flag_values=None) -> None:
                     "whose images are the unlabeled data (labels unused), e.g. extra.")
     d.DEFINE_bool("deterministic", False,
                   "Deterministic tf.data order (slower); with --seed gives repeatable runs.")
+    # ---- --mode=eval_robustness (noisy_student_tf/robustness/)
+    d.DEFINE_list("robustness_corruptions", None, "ImageNet-C corruptions to evaluate (default: "
+                  "all 15; an empty value: none).")
+    d.DEFINE_list("robustness_severities", ["1", "2", "3", "4", "5"], "Severities (1-5).")
+    d.DEFINE_list("robustness_perturbations", None, "ImageNet-P-style perturbations for flip "
+                  "rates (default: all 7; an empty value: none).")
+    d.DEFINE_integer("robustness_frames", 10, "Frames per perturbation sequence.")
+    d.DEFINE_enum("robustness_subset", "test", ["test", "dev"], "Which labeled split is "
+                  "corrupted (the paper reports test-set corruptions).")
+    d.DEFINE_integer("robustness_max_images", None, "Evaluate only the first N images (quick "
+                     "looks; the numbers then describe those N).")
+    d.DEFINE_list("robustness_reference", [], "model_dirs (e.g. the teacher, the baseline) to "
+                  "compare with: their errors normalise the mCE / mFR (the paper uses AlexNet); "
+                  "their robustness.json is reused when made with the same settings, else they "
+                  "are evaluated in this run.")
     d.DEFINE_string("data_service_address", None,
                     "host:port of a tf.data service dispatcher (tools/data_service.py): the "
                     "training input (decode, crop, RandAugment, batching) runs on its workers, "

@@ -255,8 +255,8 @@ def _map_batch_augment(ds, parse, cfg: InputConfig, batch_size: int, per_batch, 
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(files, cfg: InputConfig, batch_size: int):
-    """One pass, in file order, keeping the last partial batch (upstream dropped it)."""
+def eval_examples(files, cfg: InputConfig):
+    """One pass, in file order, of {'image': uint8 [S, S, 3] (eval crop), 'label': int32}."""
     ds = _read(files, cfg, False)
     parse_labeled = _labeled_parser(files)
 
@@ -267,7 +267,12 @@ def eval_dataset(files, cfg: InputConfig, batch_size: int):
         )
         return {keys.IMAGE: image, keys.LABEL: _check_label(ex["label"], cfg.num_classes)}
 
-    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def eval_dataset(files, cfg: InputConfig, batch_size: int):
+    """One pass, in file order, keeping the last partial batch (upstream dropped it)."""
+    ds = eval_examples(files, cfg)
     return ds.batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE)
 
 

@@ -11,7 +11,7 @@ from typing import Callable, List, Optional, Tuple
 import tensorflow as tf
 from absl import logging
 
-from noisy_student_tf import distribute, io_utils, locks
+from noisy_student_tf import distribute, io_utils, locks, run_info
 from noisy_student_tf.config import ExportConfig, ModelConfig, RunConfig
 from noisy_student_tf.data import digits, framing, pipeline, service, tfds_source, validate
 from noisy_student_tf.errors import BadDataError, UserInputError, WorkerLost
@@ -304,6 +304,71 @@ def evaluate_checkpoint(cfg: RunConfig, strategy) -> dict:
         return trainer.evaluate(_eval_datasets(cfg, in_cfg, eval_files))
     except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
         raise _bad_data(e, inputs) from None
+
+
+def _robustness_model(model_cfg: ModelConfig, mean, std, path: str, flag: str):
+    """(predict: uint8 images -> logits, checkpoint path) of a model_dir's EMA weights."""
+    from noisy_student_tf import teacher as teacher_lib
+
+    model = teacher_lib.load_model(model_cfg, path, flag=flag)
+    wrapped = teacher_lib.Teacher(model, mean, std)
+    return tf.function(wrapped), teacher_lib.resolve_checkpoint(path, flag)
+
+
+def evaluate_robustness(cfg: RunConfig, rcfg) -> Tuple[str, list]:
+    """--mode=eval_robustness: the newest checkpoint of cfg.train.model_dir (EMA weights, its own
+    architecture and normalisation) on corrupted and perturbed copies of the `rcfg.subset`
+    images; robustness.json, robustness.png and TensorBoard scalars in model_dir. Returns the
+    printed table and the written paths."""
+    from noisy_student_tf.robustness import evaluate as rob
+
+    cfg = resolve_data(cfg, training=False)
+    model_dir = cfg.train.model_dir
+    _prepare_model_dir(model_dir)
+    files = _eval_files(cfg)
+    if rcfg.subset not in files:
+        raise UserInputError(f"--robustness_subset={rcfg.subset}: --label_data_dir="
+                             f"{cfg.data.label_data_dir!r} has no {rcfg.subset} images")
+    in_cfg = _input_config(cfg)
+    paths = pipeline.source_paths(files[rcfg.subset])
+    count = framing.require(paths)
+    if isinstance(files[rcfg.subset], tfds_source.TfdsSplit):
+        count = files[rcfg.subset].num_examples
+    n = min(count, rcfg.max_images) if rcfg.max_images else count
+    if n == 0:
+        raise UserInputError(f"--robustness_subset={rcfg.subset}: no images to evaluate")
+    examples = pipeline.eval_examples(files[rcfg.subset], in_cfg).take(n).map(
+        lambda ex: (ex["image"], ex["label"]))
+    size = cfg.model.image_size
+    if n * size * size * 3 <= rob.CACHE_BYTES:
+        examples = examples.cache()
+    settings = rcfg.settings(cfg.data.label_data_dir, size)
+    predict, ckpt = _robustness_model(cfg.model, cfg.data.mean_rgb, cfg.data.stddev_rgb,
+                                      model_dir, "model_dir")
+    logging.info("Robustness of %s on %d %s images", ckpt, n, rcfg.subset)
+    result = rob.evaluate_model(predict, examples, n, rcfg, os.path.basename(model_dir))
+    result.update(settings=settings, checkpoint=ckpt)
+    compared, reference_results = {}, {}
+    for ref in rcfg.references:
+        info = run_info.read(ref)
+        if info is None:
+            raise UserInputError(f"--robustness_reference={ref!r} has no run_config.json "
+                                 "(a model_dir of main.py)")
+        if info.model.num_classes != cfg.model.num_classes:
+            raise UserInputError(f"--robustness_reference={ref!r} has {info.model.num_classes} "
+                                 f"classes, the evaluated model {cfg.model.num_classes}")
+        stored = rob.stored_results(ref, settings)
+        if stored is None:  # evaluated here (same images, seeds and settings), not written
+            model_cfg = dataclasses.replace(info.model, image_size=size)
+            ref_predict, _ = _robustness_model(model_cfg, info.mean_rgb or cfg.data.mean_rgb,
+                                               info.stddev_rgb or cfg.data.stddev_rgb, ref,
+                                               "robustness_reference")
+            stored = rob.evaluate_model(ref_predict, examples, n, rcfg, os.path.basename(ref))
+        reference_results[ref] = stored
+        compared[ref] = rob.compare(result, stored)
+    step = int(ckpt.rsplit("-", 1)[-1]) if ckpt.rsplit("-", 1)[-1].isdigit() else 0
+    written = rob.write_outputs(model_dir, result, compared, reference_results, step)
+    return rob.format_table(result, model_dir, compared), written
 
 
 def format_results(results: dict, model_dir: str) -> str:
