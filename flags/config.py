@@ -533,6 +533,7 @@ def robustness_config_from_flags(fv):
         return RobustnessConfig(
             severities=severities, frames=fv.robustness_frames, subset=fv.robustness_subset,
             max_images=fv.robustness_max_images, seed=fv.seed, batch_size=fv.eval_batch_size,
-            references=tuple(fv.robustness_reference or ()), **kwargs)
+            references=tuple(fv.robustness_reference or ()),
+            tfds_sets=tuple(t for t in fv.robustness_tfds or () if t), **kwargs)
     except ValueError as e:
         raise UserInputError(f"--{e}") from None

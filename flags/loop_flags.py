@@ -80,6 +80,11 @@ def define_loop_flags(flag_values=None) -> None:
     d.DEFINE_string("run_id", None, "On a cluster (TF_CONFIG naming several workers): the same "
                     "id on every host's driver, e.g. the scheduler's job id. The chief's driver "
                     "runs the loop; the others join its training stages (WORKSPACE.md).")
+    d.DEFINE_bool("eval_robustness", False, "After training, evaluate every trained round with "
+                  "main.py --mode=eval_robustness (15 corruptions x 5 severities, 7 perturbation "
+                  "sequences on the test split); the summary shows each round's mCE and mFR.")
+    d.DEFINE_integer("robustness_max_images", None, "--eval_robustness on the first N test "
+                     "images only.")
     d.DEFINE_string("data_service_address", None, "Passed to every training stage: its input "
                     "made by this tf.data service dispatcher (tools/data_service.py).")
 

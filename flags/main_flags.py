@@ -226,6 +226,10 @@ def define_main_flags(flag_values=None) -> None:
                   "corrupted (the paper reports test-set corruptions).")
     d.DEFINE_integer("robustness_max_images", None, "Evaluate only the first N images (quick "
                      "looks; the numbers then describe those N).")
+    d.DEFINE_list("robustness_tfds", [], "Prepared tensorflow-datasets robustness sets in "
+                  "--tfds_data_dir: imagenet2012_corrupted, cifar10_corrupted (per corruption and "
+                  "severity, as --robustness_corruptions/--robustness_severities), imagenet_a, "
+                  "imagenet_r, imagenet_v2 (top-1 error). Nothing is downloaded.")
     d.DEFINE_list("robustness_reference", [], "model_dirs (e.g. the teacher, the baseline) to "
                   "compare with: their errors normalise the mCE / mFR (the paper uses AlexNet); "
                   "their robustness.json is reused when made with the same settings, else they "

@@ -222,3 +222,37 @@ def test_given_teacher_is_described_by_its_run_config(tmp_path, cache):
         "efficientnet-b1", 10, width_coefficient=0.5, depth_coefficient=0.55,
         small_image_model=True)
     assert p.stages[0].settings["teacher_model_path"] == str(given)
+
+
+def test_eval_robustness_adds_a_stage_per_trained_round(tmp_path, cache):
+    p = digits_plan(tmp_path, cache, with_baseline=True, eval_robustness=True,
+                    robustness_max_images=50)
+    assert [s.name for s in p.stages] == ["teacher", "student_1", "robustness_teacher",
+                                          "robustness_student_1"]  # the baseline is the teacher
+    rob = p.stages[3]
+    args = args_of(rob)
+    assert args[:2] == ["--mode=eval_robustness", f"--model_dir={p.stages[1].directory}"]
+    assert "--robustness_max_images=50" in args and rob.steps == 0
+    # retraining the student makes its robustness stale too
+    assert rob.settings["(stage student_1)"] == stages_lib.fingerprint(p.stages[1].settings)
+    # the summary reads each round's robustness.json (the baseline row: the teacher's)
+    teacher_dir = p.stages[0].directory
+    os.makedirs(teacher_dir)
+    with open(os.path.join(teacher_dir, "eval_results.json"), "w") as f:
+        json.dump({s: {"top_1_accuracy": 0.5} for s in ("dev", "test")}, f)
+    with open(os.path.join(teacher_dir, "robustness.json"), "w") as f:
+        json.dump({"clean_error": 0.5, "mCE": 0.61, "mFR": 0.02}, f)
+    rows = {r["name"]: r for r in summary_lib.summarize(p.rounds, p.cfg, p.out)["rounds"]}
+    assert rows["teacher"]["mCE"] == rows["baseline"]["mCE"] == 0.61
+    assert "mCE" not in rows["student_1"]
+    table = summary_lib.format_table({"rounds": list(rows.values())})
+    assert "mCE" in table.splitlines()[0] and "0.6100  0.0200" in table
+
+
+def test_progress_line_parses_robustness_progress():
+    runner = stages_lib.StageRunner("/nonexistent", stages_lib.ProgressLine(io.StringIO()))
+    stage = stages_lib.Stage("robustness_teacher", "/x", {}, lambda: [])
+    text, done = runner._status("I1126 evaluate.py:79] robustness: 1160/5640 images (teacher: "
+                                "motion_blur 3), 97 images/s, ETA 0m46s\n", "rob 3/4", stage)
+    assert done == 1160
+    assert text == "[rob 3/4] 1160/5640 images (teacher: motion_blur 3)  97 img/s  ETA 0:00:46"

@@ -331,7 +331,7 @@ def test_folder_to_training_prediction_and_filter(tmp_path):
     _predict_and_filter(out, model, tmp_path, num_shards=1, num_classes=3)
 
 
-def fake_registered(data_dir, name, version, sizes, num_classes=10, seed=1):
+def fake_registered(data_dir, name, version, sizes, num_classes=10, seed=1, config=None):
     """Files in `data_dir` that tensorflow-datasets' own registered builder `name` (e.g.
     svhn_cropped) loads as prepared: the recipes run offline on a few images."""
     import tensorflow_datasets as tfds
@@ -346,7 +346,7 @@ def fake_registered(data_dir, name, version, sizes, num_classes=10, seed=1):
                                                    "label": labels})
 
     tfds.dataset_builders.store_as_tfds_dataset(
-        name=name, version=version, data_dir=str(data_dir), config=None,
+        name=name, version=version, data_dir=str(data_dir), config=config,
         split_datasets={k: split(n) for k, n in sizes.items()},
         features=tfds.features.FeaturesDict({
             "image": tfds.features.Image(shape=(32, 32, 3)),

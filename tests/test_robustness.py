@@ -169,13 +169,13 @@ def _tiny_model_dir(tmp_path):
 
     data = tmp_path / "data"
     data.mkdir()
-    write_dataset(data, {"train": 16, "test": 12}, size=(32, 32), num_classes=3)
+    write_dataset(data, {"train": 16, "test": 12}, size=(32, 32), num_classes=10)
     cfg = tiny_config(str(tmp_path / "m"), train_steps=2)
     cfg = dataclasses.replace(
-        cfg, model=dataclasses.replace(cfg.model, image_size=32),
+        cfg, model=dataclasses.replace(cfg.model, image_size=32, num_classes=10),
         data=DataConfig(task_name="custom", label_data_dir=str(data), num_train_images=16,
                         mean_rgb=(127.0,) * 3, stddev_rgb=(60.0,) * 3,
-                        eval_images={"test": 12}))
+                        eval_images={"test": 12}, tfds_data_dir=str(tmp_path / "tfds")))
     run.train_and_evaluate(cfg, distribute.get_strategy("default"), evaluate=False)
     locks.release_all()  # (main.py releases its model_dir lock at exit; here we go on)
     return cfg
@@ -196,7 +196,14 @@ def test_eval_robustness_writes_results_and_compares_with_a_reference(tmp_path):
     run.evaluate_robustness(ref_cfg, rcfg)
     locks.release_all()
     stored = json.load(open(os.path.join(ref, E.RESULTS)))
-    table, paths = run.evaluate_robustness(cfg, dataclasses.replace(rcfg, references=(ref,)))
+    # a stand-in cifar10_corrupted (tfds' registered builder reads it): two of its configs
+    from tests.test_prepare_data import fake_registered
+
+    for config in ("gaussian_noise_1", "gaussian_noise_3"):
+        fake_registered(tmp_path / "tfds", "cifar10_corrupted", "1.0.0", {"test": 6},
+                        config=config)
+    table, paths = run.evaluate_robustness(cfg, dataclasses.replace(
+        rcfg, references=(ref,), tfds_sets=("cifar10_corrupted",)))
     out = json.load(open(os.path.join(cfg.train.model_dir, E.RESULTS)))
     assert {"clean_error", "mCE", "mFR", "corruptions", "perturbations"} <= set(out)
     assert set(out["corruptions"]) == {"gaussian_noise", "contrast"}
@@ -205,6 +212,11 @@ def test_eval_robustness_writes_results_and_compares_with_a_reference(tmp_path):
     assert out["images"] == 10 and 0 <= out["mCE"] <= 1 and 0 <= out["mFR"] <= 1
     assert out["references"][ref]["mCE_relative"] == pytest.approx(1.0)
     assert "mCE (unnormalised)" in table and "flip translate" in table
+    tfds_out = out["tfds"]["cifar10_corrupted"]
+    assert set(tfds_out["corruptions"]) == {"gaussian_noise"}  # contrast_*: not prepared
+    assert set(tfds_out["corruptions"]["gaussian_noise"]) == {"1", "3"}
+    assert tfds_out["skipped"] == ["contrast_1", "contrast_3"]
+    assert "tfds cifar10_corrupted: mCE" in table
     assert os.path.exists(os.path.join(cfg.train.model_dir, E.PLOT)) and len(paths) == 2
     events = os.listdir(os.path.join(cfg.train.model_dir, "robustness"))
     assert events and events[0].startswith("events.out.tfevents")

@@ -57,6 +57,8 @@ class LoopConfig:
     # a cluster (TF_CONFIG with several workers): the same id on every host (driver/cluster.py)
     run_id: Optional[str] = None
     data_service_address: Optional[str] = None  # training stages' input on the tf.data service
+    eval_robustness: bool = False  # a robustness stage per trained round (mCE / mFR)
+    robustness_max_images: Optional[int] = None
 
     @property
     def student_names(self) -> Tuple[str, ...]:

@@ -244,6 +244,21 @@ class LoopPlan:
                 stage = self._train_stage("baseline", args, c.train_steps, b)
                 self.rounds.append(Round("baseline", c.student_names[0], params,
                                          stage.directory, stage))
+        if c.eval_robustness:
+            for r in self.rounds:
+                if r.stage is not None and r.same_as is None:
+                    self._robustness_stage(r)
+
+    def _robustness_stage(self, r: Round) -> stages_lib.Stage:
+        """main.py --mode=eval_robustness on a trained round: robustness.json in its model_dir
+        (the summary shows each round's mCE and mFR)."""
+        c = self.cfg
+        args = [*self.data_args, f"--seed={c.seed}", "--eval_batch_size=128"]
+        if c.robustness_max_images:
+            args.append(f"--robustness_max_images={c.robustness_max_images}")
+        full = ["--mode=eval_robustness", f"--model_dir={r.model_dir}", *args]
+        return self._stage(f"robustness_{r.name}", stages_lib.settings_of(args),
+                           lambda: [["main.py", *full]], after=[r.stage])
 
     def _pseudo_stage(self, i: int, teacher: Round, first: Optional[stages_lib.Stage]):
         """pseudo_1: predict + filter with the teacher; pseudo_i (i > 1): reassign pseudo_1's

@@ -30,6 +30,9 @@ LOG_FILE = "stage_log.txt"
 _TRAIN_PROGRESS = re.compile(
     r"step (\d+)/(\d+)\s+loss (\S+).*?([\d.]+) img/s\s+ETA (\S+)")
 _RECORD_PROGRESS = re.compile(r"(\S+): (\d+)/(\d+) records \((\d+) rec/s, ETA (\d+) s\)")
+# robustness/evaluate.py's Progress
+_IMAGE_PROGRESS = re.compile(r"robustness: (\d+)/(\d+) images \((.*)\), (\d+) images/s, "
+                             r"ETA (\d+)m(\d+)s")
 
 
 def settings_of(args: List[str]) -> Dict[str, str]:
@@ -287,6 +290,11 @@ class StageRunner:
             loop_eta = left + self.eta_after()
             return (f"[{label}] step {step}/{last}  loss {float(loss):.4f}  {float(rate):.0f} "
                     f"img/s  ETA {eta}  (loop ETA {_fmt_duration(loop_eta)})", step)
+        m = _IMAGE_PROGRESS.search(line)
+        if m:
+            done, total, what, rate, minutes, seconds = m.groups()
+            return (f"[{label}] {done}/{total} images ({what})  {rate} img/s  ETA "
+                    f"{_fmt_duration(int(minutes) * 60 + int(seconds))}", int(done))
         m = _RECORD_PROGRESS.search(line)
         if m:
             what, done, total, rate, eta = m.groups()

@@ -20,6 +20,10 @@ def summarize(rounds, cfg, out: str) -> dict:
                "model_dir": r.model_dir,
                "dev_top_1": results["dev"]["top_1_accuracy"] if results else None,
                "test_top_1": results["test"]["top_1_accuracy"] if results else None}
+        robust = io_utils.read_json(os.path.join(r.model_dir, "robustness.json"), default=None)
+        if isinstance(robust, dict):  # --eval_robustness
+            row.update(clean_error=robust.get("clean_error"), mCE=robust.get("mCE"),
+                       mFR=robust.get("mFR"))
         if r.same_as:
             row["same_as"] = r.same_as
         rows.append(row)
@@ -31,12 +35,17 @@ def summarize(rounds, cfg, out: str) -> dict:
 
 
 def format_table(summary: dict) -> str:
-    lines = [f"{'round':<12}{'model':<18}{'params':>10}{'dev top-1':>11}{'test top-1':>11}"]
+    robust = any(r.get("mCE") is not None for r in summary["rounds"])
+    lines = [f"{'round':<12}{'model':<18}{'params':>10}{'dev top-1':>11}{'test top-1':>11}"
+             + (f"{'mCE':>8}{'mFR':>8}" if robust else "")]
     for r in summary["rounds"]:
         if r["dev_top_1"] is None:
             cells = f"{'(given)':>11}{'':>11}"
         else:
             cells = f"{r['dev_top_1']:>11.4f}{r['test_top_1']:>11.4f}"
+        if robust:
+            cells += (f"{r['mCE']:>8.4f}{r['mFR']:>8.4f}" if r.get("mCE") is not None
+                      else f"{'':>16}")
         note = f"  (= {r['same_as']})" if r.get("same_as") else ""
         lines.append(f"{r['name']:<12}{r['model_name']:<18}{r['params']:>10,}{cells}{note}")
     return "\n".join(lines)

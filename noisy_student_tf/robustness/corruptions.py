@@ -201,20 +201,20 @@ def defocus_blur(image, severity, seed):
 
 
 def _glass_shuffle(x: np.ndarray, max_delta: int, iterations: int, seed) -> np.ndarray:
-    """ImageNet-C's local pixel shuffle: in reverse raster order, each pixel swaps with one
-    drawn in [-d, d) (sequential: later swaps see earlier ones)."""
+    """ImageNet-C's local "shuffle", as its code behaves: in reverse raster order each pixel
+    takes the value of one drawn in [-d, d) around it. (The reference writes a tuple swap of two
+    numpy views, which copies one pixel onto the other and leaves the second unchanged; the
+    published ImageNet-C images were made that way, so we do the same.) Sequential: later pixels
+    see earlier copies."""
     rng = np.random.default_rng(np.asarray(seed, dtype=np.int64) & 0x7FFFFFFF)
     x = x.copy()
     h, w = x.shape[:2]
+    cols = list(range(w - max_delta, max_delta, -1))
     for _ in range(iterations):
         for row in range(h - max_delta, max_delta, -1):
-            offsets = rng.integers(-max_delta, max_delta, size=(w, 2))
-            for k, col in enumerate(range(w - max_delta, max_delta, -1)):
-                dx, dy = offsets[k]
-                r2, c2 = row + dy, col + dx
-                tmp = x[row, col].copy()
-                x[row, col] = x[r2, c2]
-                x[r2, c2] = tmp
+            offsets = rng.integers(-max_delta, max_delta, size=(len(cols), 2))
+            for (dx, dy), col in zip(offsets, cols):
+                x[row, col] = x[row + dy, col + dx]
     return x
 
 

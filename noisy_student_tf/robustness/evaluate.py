@@ -37,6 +37,7 @@ class RobustnessConfig:
     seed: int = 0
     batch_size: int = 100
     references: Tuple[str, ...] = ()  # model_dirs to compare with and normalise by
+    tfds_sets: Tuple[str, ...] = ()  # prepared tfds robustness sets (robustness/tfds_sets.py)
 
     def __post_init__(self):
         for name in self.corruptions:
@@ -196,6 +197,14 @@ def format_table(result: dict, name: str, references: Dict[str, dict]) -> str:
         lines.append(f"vs {ref}: " + ", ".join(parts))
     for c, why in result.get("skipped", {}).items():
         lines.append(f"skipped {c}: {why}")
+    for name, r in result.get("tfds", {}).items():
+        if "error" in r:
+            lines.append(f"tfds {name} ({r['split']}, {r['images']} images): top-1 error "
+                         f"{100 * r['error']:.1f}%")
+        else:
+            lines.append(f"tfds {name}: mCE {100 * r['mCE']:.1f}% over "
+                         f"{len(r['corruptions'])} corruptions" +
+                         (f" ({len(r['skipped'])} configs not prepared)" if r["skipped"] else ""))
     return "\n".join(lines)
 
 

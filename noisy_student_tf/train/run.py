@@ -348,6 +348,12 @@ def evaluate_robustness(cfg: RunConfig, rcfg) -> Tuple[str, list]:
     logging.info("Robustness of %s on %d %s images", ckpt, n, rcfg.subset)
     result = rob.evaluate_model(predict, examples, n, rcfg, os.path.basename(model_dir))
     result.update(settings=settings, checkpoint=ckpt)
+    if rcfg.tfds_sets:
+        from noisy_student_tf.robustness import tfds_sets
+
+        result["tfds"] = tfds_sets.evaluate(
+            rcfg.tfds_sets, cfg.data.tfds_data_dir, in_cfg, predict, cfg.model.num_classes,
+            rcfg.corruptions, rcfg.severities, rcfg.max_images, rcfg.batch_size)
     compared, reference_results = {}, {}
     for ref in rcfg.references:
         info = run_info.read(ref)
