@@ -117,7 +117,7 @@ def evaluate_model(predict: Callable, examples: tf.data.Dataset, num_images: int
     clean, labels = classes_of(batched(examples), "clean")
     result = {"clean_error": metrics.top1_error(clean, labels), "corruptions": {},
               "perturbations": {}, "skipped": skipped}
-    for ci, name in enumerate(names):
+    for name in names:
         result["corruptions"][name] = {}
         for s in rcfg.severities:
             seed = tf.random.experimental.stateless_fold_in(
@@ -130,7 +130,6 @@ def evaluate_model(predict: Callable, examples: tf.data.Dataset, num_images: int
             ds = indexed.map(corrupt, num_parallel_calls=tf.data.AUTOTUNE)
             pred, y = classes_of(batched(ds), f"{name} {s}")
             result["corruptions"][name][str(s)] = metrics.top1_error(pred, y)
-        del ci
     for name in rcfg.perturbations:
         seed = tf.random.experimental.stateless_fold_in(
             base_seed, 1000 + perturbations_lib.PERTURBATIONS.index(name))
