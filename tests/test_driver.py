@@ -233,8 +233,11 @@ def test_eval_robustness_adds_a_stage_per_trained_round(tmp_path, cache):
     args = args_of(rob)
     assert args[:2] == ["--mode=eval_robustness", f"--model_dir={p.stages[1].directory}"]
     assert "--robustness_max_images=50" in args and rob.steps == 0
-    # retraining the student makes its robustness stale too
+    # retraining the student makes its robustness stale too; the teacher is its reference
     assert rob.settings["(stage student_1)"] == stages_lib.fingerprint(p.stages[1].settings)
+    assert f"--robustness_reference={p.stages[0].directory}" in args
+    assert "(stage robustness_teacher)" in rob.settings
+    assert not any(a.startswith("--robustness_reference") for a in args_of(p.stages[2]))
     # the summary reads each round's robustness.json (the baseline row: the teacher's)
     teacher_dir = p.stages[0].directory
     os.makedirs(teacher_dir)
@@ -245,8 +248,11 @@ def test_eval_robustness_adds_a_stage_per_trained_round(tmp_path, cache):
     rows = {r["name"]: r for r in summary_lib.summarize(p.rounds, p.cfg, p.out)["rounds"]}
     assert rows["teacher"]["mCE"] == rows["baseline"]["mCE"] == 0.61
     assert "mCE" not in rows["student_1"]
+    rows["student_1"].update(mCE=0.5, mFR=0.01, vs={"model_dir": teacher_dir,
+                                                    "mCE_relative": 0.82})
     table = summary_lib.format_table({"rounds": list(rows.values())})
     assert "mCE" in table.splitlines()[0] and "0.6100  0.0200" in table
+    assert "(mCE 0.82x teacher's)" in table
 
 
 def test_progress_line_parses_robustness_progress():

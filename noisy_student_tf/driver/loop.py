@@ -245,20 +245,28 @@ class LoopPlan:
                 self.rounds.append(Round("baseline", c.student_names[0], params,
                                          stage.directory, stage))
         if c.eval_robustness:
+            first = None
             for r in self.rounds:
                 if r.stage is not None and r.same_as is None:
-                    self._robustness_stage(r)
+                    stage = self._robustness_stage(r, first)
+                    first = first or (r, stage)
 
-    def _robustness_stage(self, r: Round) -> stages_lib.Stage:
+    def _robustness_stage(self, r: Round, reference=None) -> stages_lib.Stage:
         """main.py --mode=eval_robustness on a trained round: robustness.json in its model_dir
-        (the summary shows each round's mCE and mFR)."""
+        (the summary shows each round's mCE and mFR). Later rounds name the first evaluated one
+        (the teacher) as their reference, whose robustness.json they reuse: their mCE and mFR
+        relative to it."""
         c = self.cfg
         args = [*self.data_args, f"--seed={c.seed}", "--eval_batch_size=128"]
         if c.robustness_max_images:
             args.append(f"--robustness_max_images={c.robustness_max_images}")
+        after = [r.stage]
+        if reference is not None:
+            args.append(f"--robustness_reference={reference[0].model_dir}")
+            after.append(reference[1])
         full = ["--mode=eval_robustness", f"--model_dir={r.model_dir}", *args]
         return self._stage(f"robustness_{r.name}", stages_lib.settings_of(args),
-                           lambda: [["main.py", *full]], after=[r.stage])
+                           lambda: [["main.py", *full]], after=after)
 
     def _pseudo_stage(self, i: int, teacher: Round, first: Optional[stages_lib.Stage]):
         """pseudo_1: predict + filter with the teacher; pseudo_i (i > 1): reassign pseudo_1's

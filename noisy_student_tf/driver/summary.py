@@ -24,6 +24,9 @@ def summarize(rounds, cfg, out: str) -> dict:
         if isinstance(robust, dict):  # --eval_robustness
             row.update(clean_error=robust.get("clean_error"), mCE=robust.get("mCE"),
                        mFR=robust.get("mFR"))
+            for ref, rel in (robust.get("references") or {}).items():
+                row["vs"] = {"model_dir": ref, **{k: v for k, v in rel.items()
+                                                  if "relative" in k}}
         if r.same_as:
             row["same_as"] = r.same_as
         rows.append(row)
@@ -47,5 +50,9 @@ def format_table(summary: dict) -> str:
             cells += (f"{r['mCE']:>8.4f}{r['mFR']:>8.4f}" if r.get("mCE") is not None
                       else f"{'':>16}")
         note = f"  (= {r['same_as']})" if r.get("same_as") else ""
+        vs = r.get("vs") or {}
+        if robust and "mCE_relative" in vs and not r.get("same_as"):
+            note += (f"  (mCE {vs['mCE_relative']:.2f}x "
+                     f"{os.path.basename(vs['model_dir'].rstrip('/'))}'s)")
         lines.append(f"{r['name']:<12}{r['model_name']:<18}{r['params']:>10,}{cells}{note}")
     return "\n".join(lines)
