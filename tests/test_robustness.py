@@ -33,9 +33,23 @@ def textured_image(size=64, seed=0):
                    255).astype(np.uint8)
 
 
+def detail(image) -> float:
+    """Mean absolute Laplacian of the grey image: fine detail a blur removes."""
+    x = image.astype(float).mean(-1)
+    return np.abs(4 * x[1:-1, 1:-1] - x[:-2, 1:-1] - x[2:, 1:-1] - x[1:-1, :-2]
+                  - x[1:-1, 2:]).mean()
+
+
 def distortion(name, severity, image, seeds=5):
-    return np.mean([np.abs(C.corrupt(image, name, severity, [k, 1]).numpy().astype(float)
-                           - image).mean() for k in range(seeds)])
+    """How far the corruption takes the image: the mean absolute change, or for glass blur the
+    detail it removes. (Glass blur's mean change is not monotone in severity by definition: the
+    reference code gives 15.1, 14.7, 23.0, 21.2, 22.4 on this image and ours 15.1, 14.7, 22.7,
+    21.2, 22.4, because severity 1 copies pixels twice over a smaller radius; the detail left
+    falls at every step, 6.4, 4.3, 3.8, 3.0, 1.5 in the reference.)"""
+    outs = [C.corrupt(image, name, severity, [k, 1]).numpy() for k in range(seeds)]
+    if name == "glass_blur":
+        return detail(image) - np.mean([detail(o) for o in outs])
+    return np.mean([np.abs(o.astype(float) - image).mean() for o in outs])
 
 
 @pytest.mark.parametrize("name", AVAILABLE)
