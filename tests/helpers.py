@@ -1,5 +1,6 @@
 """Shared test helpers: the tiny model and run settings (defined once here), running main.py
-and the tools as a user does, and a crafted TFRecord length prefix."""
+and the tools as a user does, a crafted TFRecord length prefix, and stand-in prepared
+tensorflow-datasets datasets."""
 
 import os
 import struct
@@ -117,3 +118,25 @@ def run_loop(*args, check=True):
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout[-2000:]}"
                              f"\n{proc.stderr[-3000:]}")
     return proc
+
+
+def fake_registered(data_dir, name, version, sizes, num_classes=10, seed=1, config=None):
+    """Files in `data_dir` that tensorflow-datasets' own registered builder `name` (e.g.
+    svhn_cropped) loads as prepared: the recipes run offline on a few images."""
+    import tensorflow_datasets as tfds
+
+    rng = np.random.RandomState(seed)
+
+    def split(n):
+        labels = rng.randint(0, num_classes, n)
+        images = (rng.randint(0, 60, (n, 1, 1, 3)) + 19 * labels[:, None, None, None]
+                  + np.zeros((1, 32, 32, 1), int))
+        return tf.data.Dataset.from_tensor_slices({"image": images.astype(np.uint8),
+                                                   "label": labels})
+
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name=name, version=version, data_dir=str(data_dir), config=config,
+        split_datasets={k: split(n) for k, n in sizes.items()},
+        features=tfds.features.FeaturesDict({
+            "image": tfds.features.Image(shape=(32, 32, 3)),
+            "label": tfds.features.ClassLabel(num_classes=num_classes)}))

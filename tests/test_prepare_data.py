@@ -13,7 +13,7 @@ from PIL import Image
 
 from noisy_student_tf.data import framing, pipeline, prepare, records, tfds_source
 from noisy_student_tf.errors import UserInputError
-from tests.helpers import assert_one_line_error, run_tool
+from tests.helpers import assert_one_line_error, fake_registered, run_tool
 
 CLASSES = ("cat", "dog", "emu")
 
@@ -329,28 +329,6 @@ def test_folder_to_training_prediction_and_filter(tmp_path):
     results = json.load(open(os.path.join(model, "eval_results.json")))
     assert {k: v["num_images"] for k, v in results.items()} == {"dev": 3, "test": 3}
     _predict_and_filter(out, model, tmp_path, num_shards=1, num_classes=3)
-
-
-def fake_registered(data_dir, name, version, sizes, num_classes=10, seed=1, config=None):
-    """Files in `data_dir` that tensorflow-datasets' own registered builder `name` (e.g.
-    svhn_cropped) loads as prepared: the recipes run offline on a few images."""
-    import tensorflow_datasets as tfds
-
-    rng = np.random.RandomState(seed)
-
-    def split(n):
-        labels = rng.randint(0, num_classes, n)
-        images = (rng.randint(0, 60, (n, 1, 1, 3)) + 19 * labels[:, None, None, None]
-                  + np.zeros((1, 32, 32, 1), int))
-        return tf.data.Dataset.from_tensor_slices({"image": images.astype(np.uint8),
-                                                   "label": labels})
-
-    tfds.dataset_builders.store_as_tfds_dataset(
-        name=name, version=version, data_dir=str(data_dir), config=config,
-        split_datasets={k: split(n) for k, n in sizes.items()},
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(32, 32, 3)),
-            "label": tfds.features.ClassLabel(num_classes=num_classes)}))
 
 
 @pytest.mark.e2e

@@ -211,7 +211,7 @@ def test_eval_robustness_writes_results_and_compares_with_a_reference(tmp_path):
     locks.release_all()
     stored = json.load(open(os.path.join(ref, E.RESULTS)))
     # a stand-in cifar10_corrupted (tfds' registered builder reads it): two of its configs
-    from tests.test_prepare_data import fake_registered
+    from tests.helpers import fake_registered
 
     for config in ("gaussian_noise_1", "gaussian_noise_3"):
         fake_registered(tmp_path / "tfds", "cifar10_corrupted", "1.0.0", {"test": 6},
