@@ -140,3 +140,16 @@ def fake_registered(data_dir, name, version, sizes, num_classes=10, seed=1, conf
         features=tfds.features.FeaturesDict({
             "image": tfds.features.Image(shape=(32, 32, 3)),
             "label": tfds.features.ClassLabel(num_classes=num_classes)}))
+
+
+def free_ports(n: int) -> list:
+    """n TCP ports free on localhost just now (for TF_CONFIG clusters on loopback)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for sock in socks:
+        sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in socks]
+    for sock in socks:
+        sock.close()
+    return ports

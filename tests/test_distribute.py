@@ -3,7 +3,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -12,6 +11,7 @@ import pytest
 
 from noisy_student_tf import distribute
 from noisy_student_tf.errors import UserInputError
+from tests.helpers import free_ports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,19 +63,9 @@ def test_mirrored_prediction_matches_single_device_in_order():
     np.testing.assert_allclose(mirrored, single, rtol=1e-5, atol=1e-6)
 
 
-def _free_ports(n: int) -> list:
-    socks = [socket.socket() for _ in range(n)]
-    for sock in socks:
-        sock.bind(("localhost", 0))
-    ports = [sock.getsockname()[1] for sock in socks]
-    for sock in socks:
-        sock.close()
-    return ports
-
-
 @pytest.mark.e2e
 def test_two_worker_processes_train_like_one_device_and_only_the_chief_writes(tmp_path):
-    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+    cluster = {"worker": [f"localhost:{p}" for p in free_ports(2)]}
     model_dir = tmp_path / "model"
     procs = []
     for i in range(2):
@@ -137,7 +127,7 @@ def test_killed_worker_stops_the_other_and_a_rerun_resumes(tmp_path, digits_dir)
             "--mode=train", "--width_coefficient=0.1", "--depth_coefficient=0.1",
             "--train_batch_size=8", "--iterations_per_loop=5", "--save_checkpoints_steps=5",
             "--train_steps=25"]
-    chief, worker = _start_workers(tmp_path, args, _free_ports(2), "first")
+    chief, worker = _start_workers(tmp_path, args, free_ports(2), "first")
     deadline = time.time() + 300
     while checkpoints.latest(str(model_dir)) is None and time.time() < deadline and \
             chief.poll() is None:
@@ -149,7 +139,7 @@ def test_killed_worker_stops_the_other_and_a_rerun_resumes(tmp_path, digits_dir)
     assert len(lines) == 1 and "another worker of the cluster stopped" in lines[0], lines
     assert "resume from the last checkpoint, model.ckpt-" in lines[0]
     # Rerunning every worker resumes from the last checkpoint and finishes.
-    procs = _start_workers(tmp_path, args, _free_ports(2), "second")
+    procs = _start_workers(tmp_path, args, free_ports(2), "second")
     assert [p.wait(timeout=300) for p in procs] == [0, 0]
     for i in range(2):
         assert "Restored " in open(tmp_path / f"second{i}.log").read()

@@ -98,18 +98,6 @@ def test_chief_announces_training_and_runs_the_rest_without_tf_config(tmp_path, 
     assert note["command"] == ["main.py", "--mode=train_and_eval"] and note["seq"] == 3
 
 
-def _free_ports(n):
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @pytest.mark.e2e
 @pytest.mark.optin
 def test_two_host_loop_on_loopback(tmp_path):
@@ -117,9 +105,9 @@ def test_two_host_loop_on_loopback(tmp_path):
     both train every noised stage together, only the chief writes, the follower exits 0."""
     import subprocess
 
-    from tests.helpers import LOOP_TINY, ROOT
+    from tests.helpers import LOOP_TINY, ROOT, free_ports
 
-    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+    cluster = {"worker": [f"localhost:{p}" for p in free_ports(2)]}
     out = str(tmp_path / "loop")
     args = [sys.executable, os.path.join(ROOT, "tools", "run_noisy_student.py"),
             f"--output_dir={out}", f"--data_cache_dir={tmp_path / 'cache'}", *LOOP_TINY,
