@@ -172,6 +172,11 @@ def test_mce_and_mfr_arithmetic_by_hand():
     assert M.top1_error(np.array([[0.1, 0.9], [0.8, 0.2]]), [1, 1]) == 0.5
     with pytest.raises(ValueError, match="severities"):
         M.mce_relative({"a": {"1": 0.1}}, {"a": {"2": 0.1}})
+    # a corruption (perturbation) the reference is never hurt (flipped) by has no ratio: left out
+    assert M.mce_relative(errors, {**ref, "b": {"1": 0.0, "2": 0.0}}) == pytest.approx(0.75)
+    assert M.relative_mce(errors, 0.1, {**ref, "b": {"1": 0.1, "2": 0.1}}, 0.1) == \
+        pytest.approx((0.1 + 0.3) / (0.3 + 0.3))
+    assert M.mfr({"x": 0.2, "y": 0.1}, {"x": 0.4, "y": 0.0}) == pytest.approx(0.5)
 
 
 def _tiny_model_dir(tmp_path):

@@ -245,13 +245,24 @@ def plot(results: Dict[str, dict]) -> np.ndarray:
     return np.asarray(image)
 
 
+def _finite(value):
+    """NaN (an undefined ratio) -> null: robustness.json stays strict JSON."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
 def write_outputs(model_dir: str, result: dict, references: Dict[str, dict],
                   reference_results: Dict[str, dict], step: int) -> List[str]:
     """robustness.json (atomic), robustness.png and the TensorBoard scalars."""
     from noisy_student_tf.pseudo import pictures
 
     path = os.path.join(model_dir, RESULTS)
-    io_utils.write_json_atomic(path, {**result, "references": references})
+    io_utils.write_json_atomic(path, _finite({**result, "references": references}))
     models = {model_dir: result, **reference_results}
     png = os.path.join(model_dir, PLOT)
     if result["corruptions"]:

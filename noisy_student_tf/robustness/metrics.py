@@ -28,30 +28,37 @@ def _common(errors: Errors, reference: Errors):
 
 
 def corruption_errors_relative(errors: Errors, reference: Errors) -> Dict[str, float]:
-    """CE_c = sum_s E_s,c / sum_s E^ref_s,c per corruption (the paper normalises by AlexNet)."""
+    """CE_c = sum_s E_s,c / sum_s E^ref_s,c per corruption (the paper normalises by AlexNet).
+    Corruptions the reference never gets wrong (a zero sum) are left out: no ratio exists."""
     out = {}
     for n in _common(errors, reference):
         denom = sum(reference[n].values())
-        out[n] = float(sum(errors[n].values()) / denom) if denom > 0 else float("nan")
+        if denom > 0:
+            out[n] = float(sum(errors[n].values()) / denom)
     return out
+
+
+def _mean(values) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
 
 
 def mce_relative(errors: Errors, reference: Errors) -> float:
     """mCE relative to a reference model: the mean of CE_c (1.0: as robust as the reference)."""
-    return float(np.mean(list(corruption_errors_relative(errors, reference).values())))
+    return _mean(list(corruption_errors_relative(errors, reference).values()))
 
 
 def relative_mce(errors: Errors, clean: float, reference: Errors, reference_clean: float
                  ) -> float:
     """Hendrycks' relative mCE: the mean over corruptions of
     sum_s (E_s,c - E_clean) / sum_s (E^ref_s,c - E^ref_clean): how much accuracy the corruption
-    costs, against what it costs the reference."""
+    costs, against what it costs the reference. Corruptions that cost the reference nothing (a
+    sum <= 0) are left out."""
     values = []
     for n in _common(errors, reference):
-        num = sum(e - clean for e in errors[n].values())
         den = sum(e - reference_clean for e in reference[n].values())
-        values.append(num / den if den != 0 else float("nan"))
-    return float(np.mean(values))
+        if den > 0:
+            values.append(sum(e - clean for e in errors[n].values()) / den)
+    return _mean(values)
 
 
 def flip_rate(predictions: np.ndarray, noise: bool) -> float:
@@ -68,7 +75,8 @@ def flip_rate(predictions: np.ndarray, noise: bool) -> float:
 
 def mfr(flip_rates: Mapping[str, float], reference: Optional[Mapping[str, float]] = None
         ) -> float:
-    """Mean flip rate over perturbations; with `reference`, the mean of FR_p / FR^ref_p."""
+    """Mean flip rate over perturbations; with `reference`, the mean of FR_p / FR^ref_p over the
+    perturbations that flip the reference at least once."""
     if not flip_rates:
         return float("nan")
     if reference is None:
@@ -76,8 +84,8 @@ def mfr(flip_rates: Mapping[str, float], reference: Optional[Mapping[str, float]
     names = [n for n in flip_rates if n in reference]
     if not names:
         raise ValueError("no perturbation in common with the reference")
-    return float(np.mean([flip_rates[n] / reference[n] if reference[n] > 0 else float("nan")
-                          for n in names]))
+    # perturbations that never flip the reference are left out (no ratio exists)
+    return _mean([flip_rates[n] / reference[n] for n in names if reference[n] > 0])
 
 
 def top1_error(logits_or_classes: np.ndarray, labels: Sequence[int]) -> float:
