@@ -52,7 +52,8 @@ def label_shares(batches):
     return np.array([counts[c] / total for c in range(NUM_CLASSES)])
 
 
-# (one worker: opt-in, --runslow; the two-worker case runs in every tier)
+# (one worker: opt-in, --runslow; the two-worker case runs in CI)
+@pytest.mark.e2e
 @pytest.mark.parametrize("num_workers", [pytest.param(1, marks=pytest.mark.optin), 2])
 def test_served_batches_match_the_local_pipeline(cluster, tmp_path, num_workers):
     address, workers = cluster
@@ -81,6 +82,7 @@ def test_served_batches_match_the_local_pipeline(cluster, tmp_path, num_workers)
         dispatcher.stop()
 
 
+@pytest.mark.e2e
 def test_every_file_is_read_by_the_service_workers(cluster, tmp_path):
     """distributed_epoch: the dispatcher deals files to the two workers; every record arrives,
     each about equally often (no worker replays only its own first files)."""
@@ -97,6 +99,7 @@ def test_every_file_is_read_by_the_service_workers(cluster, tmp_path):
         np.testing.assert_array_equal(b[keys.IMAGE][:, 0, 0, 0] % NUM_CLASSES, b[keys.LABEL])
 
 
+@pytest.mark.e2e
 def test_unlabeled_input_is_served_too(cluster, tmp_path):
     address, _ = cluster
     files = colour_files(tmp_path)

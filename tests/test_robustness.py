@@ -52,6 +52,7 @@ def distortion(name, severity, image, seeds=5):
     return np.mean([np.abs(o.astype(float) - image).mean() for o in outs])
 
 
+@pytest.mark.e2e  # (5 severities x 5 seeds of every corruption: the CI tier)
 @pytest.mark.parametrize("name", AVAILABLE)
 def test_each_corruption_grows_with_severity_and_is_seeded(name):
     image = textured_image()

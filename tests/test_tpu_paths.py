@@ -78,6 +78,7 @@ def test_tpu_strategy_without_a_tpu_is_one_line():
         distribute.get_strategy("tpu", tpu="no-such-tpu")
 
 
+@pytest.mark.e2e  # (an XLA compile)
 def test_bfloat16_model_keeps_static_shapes_and_float32_outputs():
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
