@@ -20,18 +20,11 @@ import tempfile
 import time
 from typing import Callable, Optional
 
-from noisy_student_tf import io_utils
+from noisy_student_tf import distribute, io_utils
 from noisy_student_tf.errors import UserInputError
 
 ANNOUNCEMENTS = "cluster.json"
 TRAIN, BUSY, FINISHED, FAILED = "train", "busy", "finished", "failed"
-
-
-def _tf_config() -> dict:
-    try:
-        return json.loads(os.environ.get("TF_CONFIG") or "{}")
-    except json.JSONDecodeError as e:
-        raise UserInputError(f"TF_CONFIG is not valid JSON: {e}") from None
 
 
 @dataclasses.dataclass
@@ -95,18 +88,15 @@ class Cluster:
 
 def from_environment(output_dir: str, run_id: Optional[str]) -> Optional[Cluster]:
     """The Cluster TF_CONFIG describes, or None on one machine (no TF_CONFIG, or one worker)."""
-    config = _tf_config()
-    hosts = config.get("cluster", {})
-    num = len(hosts.get("worker", [])) + len(hosts.get("chief", []))
+    num = distribute._tf_config_workers()
     if num <= 1:
         return None
     if not run_id:
         raise UserInputError(f"TF_CONFIG names {num} workers: give every host's driver the same "
                              "--run_id (e.g. the scheduler's job id) so they follow one loop")
-    task = config.get("task") or {}
+    task = distribute._tf_config().get("task") or {}
     kind, index = task.get("type", "worker"), int(task.get("index", 0))
-    chief = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in hosts)
-    return Cluster(output_dir, run_id, num, chief, f"{kind}:{index}")
+    return Cluster(output_dir, run_id, num, distribute.is_chief(), f"{kind}:{index}")
 
 
 def single_process_env() -> dict:
