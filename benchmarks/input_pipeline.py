@@ -9,6 +9,7 @@ once and cached, so each row measures the augmentation inside `tf.data.map(AUTOT
   (b)  ours: distort_batch_with_randaugment on batches (each image draws its own ops),
        num_layers 2, magnitude 10
   (b') ours per image: distort_image_with_randaugment (upstream's function) in tf.data.map
+  (b0) ours on batches without the XLA kernels (randaugment_kernels.USE_XLA = False)
   (c)  keras_cv.layers.RandAugment, augmentations_per_image 2, magnitude 0.5
   (c') the same keras-cv layer called on batches (it vectorises internally)
   (d)  keras.layers.RandAugment (Keras core), num_ops 2, factor 0.5
@@ -26,7 +27,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from noisy_student_tf.data import pipeline, preprocess, randaugment, records  # noqa: E402
+from noisy_student_tf.data import (pipeline, preprocess, randaugment,  # noqa: E402
+                                   randaugment_kernels, records)
 
 
 def synthetic_jpegs(n, size, seed=0):
@@ -88,10 +90,18 @@ def variants(files, size, small, batch):
     cut = size // 8 if small else 40
     # Ours runs after batching (each image still draws its own ops); the libraries' layers are
     # applied per image, as they are meant to be used inside tf.data.map.
-    ours = tf.data.Dataset.zip((cached.batch(batch), seeds)).map(
-        lambda im, s: randaugment.distort_batch_with_randaugment(
-            im, 2, 10, seed=s, translate_const=translate, cutout_const=cut),
-        tf.data.AUTOTUNE)
+    def ours_batched():  # the executor is chosen when map() traces the function
+        return tf.data.Dataset.zip((cached.batch(batch), seeds)).map(
+            lambda im, s: randaugment.distort_batch_with_randaugment(
+                im, 2, 10, seed=s, translate_const=translate, cutout_const=cut),
+            tf.data.AUTOTUNE)
+
+    ours = ours_batched()
+    randaugment_kernels.USE_XLA = False
+    try:
+        plain = ours_batched()
+    finally:
+        randaugment_kernels.USE_XLA = True
     per_image = tf.data.Dataset.zip((cached, seeds)).map(
         lambda im, s: randaugment.distort_image_with_randaugment(
             im, 2, 10, seed=s, translate_const=translate, cutout_const=cut),
@@ -107,6 +117,7 @@ def variants(files, size, small, batch):
         "(a) cached, no augmentation": cached.batch(batch),
         "(b) ours RandAugment N=2 M=10": ours,
         "(b') ours, per image": per_image,
+        "(b0) ours on batches, no XLA kernels": plain,
         "(c) keras-cv RandAugment 2 x 0.5": cached.map(lambda im: kcv(im),
                                                        tf.data.AUTOTUNE).batch(batch),
         "(c') keras-cv, on batches": cached.batch(batch).map(lambda im: kcv(im),

@@ -12,17 +12,23 @@ identity. Contrast's degenerate image is the rounded mean grey level, as PIL doe
 (pixel count) / 256 by mistake, which `upstream_contrast=True` reproduces.
 
 Speed (issues 3 and 17): ops are written on batches. Per layer the batch is partitioned by drawn
-op (tf.dynamic_partition), each op runs once on its sub-batch, and the results are stitched back,
-so a batch of 64 costs 16 op launches per layer instead of 64; the one-image function runs only
-its drawn op (tf.switch_case). Colour ops use bit operations or plain integer / float arithmetic
-(no per-pixel tf.where), integer translations slice and pad, and warps move packed RGB pixels as
-one int32 channel.
+op (tf.dynamic_partition), each op runs once on its sub-batch, and the results are stitched back;
+the one-image function runs only its drawn op (tf.switch_case). Each costly op computes a small
+float32 part with upstream's arithmetic (a 256-entry table per image and channel, a 256 x 256
+blend table, each output pixel's source pixel) and applies it with integer-only XLA programs per
+image (randaugment_kernels.py); bit ops stay plain TF ops.
+
+AutoContrast follows upstream's float32 formula (it used PIL's float64 one before: one level apart
+on ~2% of pixels). Translations by a half pixel now equal upstream's warp (ties round away from
+zero per pixel; they were a whole-pixel shift).
 """
 
 import functools
 
+import numpy as np
 import tensorflow as tf
 
+from noisy_student_tf.data import randaugment_kernels as kernels
 from noisy_student_tf.data.randaugment_geometry import (cutout, rotate, shear_x,
                                                        shear_y, translate_x, translate_y)
 
@@ -46,34 +52,53 @@ def _check_images(images, rank: int):
 
 
 def blend(image1, image2, factor):
-    """image1 + factor * (image2 - image1), cast to uint8 like upstream (truncated; clipped to
-    [0, 255], which only matters when extrapolating). image1 broadcasts over image2."""
-    if factor == 0.0:
-        return tf.cast(tf.broadcast_to(image1, tf.shape(image2)), tf.uint8)
-    if factor == 1.0:
-        return image2
+    """image1 + factor * (image2 - image1) in float32, cast to uint8 like upstream (truncated;
+    clipped to [0, 255], which only matters when extrapolating). Works on any shapes that
+    broadcast; the ops below apply it through tables of its values."""
     a = tf.cast(image1, tf.float32)
     temp = a + factor * (tf.cast(image2, tf.float32) - a)
     return tf.cast(tf.clip_by_value(temp, 0.0, 255.0), tf.uint8)
 
 
+@functools.lru_cache(maxsize=32)
+def _blend_table(factor: float):
+    """blend(a, b, factor) for every pair of uint8 values: [65536] at a * 256 + b (NumPy, made
+    once per factor with TF's own ops, at trace time)."""
+    with tf.init_scope():
+        a = tf.range(65536) // 256
+        return blend(a, tf.range(65536) % 256, factor).numpy()
+
+
+def _per_channel(table, n):
+    """One table [256] (or one per image, [N, 256]) for every image and channel: [N, 3, 256]."""
+    table = tf.convert_to_tensor(table)
+    if table.shape.rank == 1:
+        table = table[None]
+    return tf.broadcast_to(table[:, None, :], [n, 3, 256])
+
+
 # ---------------------------------------------------------------- ops on [N, H, W, 3] uint8
 def autocontrast(images, _=None, u=None):
-    """Per image and channel, stretch [min, max] to [0, 255] (truncated); identity where
-    max <= min. float64, like PIL ImageOps.autocontrast's lookup table."""
-    lo = tf.cast(tf.reduce_min(images, axis=[1, 2], keepdims=True), tf.float64)
-    hi = tf.cast(tf.reduce_max(images, axis=[1, 2], keepdims=True), tf.float64)
+    """Per image and channel, stretch [min, max] to [0, 255]: upstream's float32
+    x * (255 / (hi - lo)) - lo * scale, truncated; identity where max <= min. Applied as a
+    table of its values for x = 0..255."""
+    lo = tf.cast(tf.reduce_min(images, axis=[1, 2]), tf.float32)  # [N, 3]
+    hi = tf.cast(tf.reduce_max(images, axis=[1, 2]), tf.float32)
     scale = tf.where(hi > lo, 255.0 / tf.maximum(hi - lo, 1.0), 1.0)
     offset = tf.where(hi > lo, -lo * scale, 0.0)
-    out = tf.floor(tf.cast(images, tf.float64) * scale + offset)
-    return tf.cast(tf.clip_by_value(out, 0.0, 255.0), tf.uint8)
+    values = tf.range(256, dtype=tf.float32)
+    table = values * scale[..., None] + offset[..., None]  # [N, 3, 256]
+    table = tf.cast(tf.clip_by_value(table, 0.0, 255.0), tf.uint8)
+    return kernels.lookup(images, table)
 
 
 def equalize(images, _=None, u=None):
     """PIL-style per-channel histogram equalisation (PIL ImageOps.equalize), per image."""
-    n = tf.shape(images)[0]
-    offsets = tf.range(n)[:, None, None, None] * 768 + tf.constant([0, 256, 512])
-    index = tf.cast(images, tf.int32) + offsets  # [N, H, W, 3] into [N * 3 * 256]
+    shape = tf.shape(images)
+    n, h, w = shape[0], shape[1], shape[2]
+    # bin index image * 768 + channel * 256 + value; the offsets vary along a row [W * 3] only
+    offsets = tf.range(n)[:, None, None] * 768 + tf.tile(tf.constant([0, 256, 512]), [w])
+    index = tf.cast(tf.reshape(images, [n, h, w * 3]), tf.int32) + offsets
     hist = tf.reshape(tf.math.bincount(tf.reshape(index, [-1]), minlength=n * 768,
                                        maxlength=n * 768), [n, 3, 256])
     bins = tf.range(256, dtype=hist.dtype)
@@ -84,7 +109,7 @@ def equalize(images, _=None, u=None):
     lut = (tf.cumsum(hist, axis=2) + safe // 2) // safe
     lut = tf.clip_by_value(tf.concat([tf.zeros_like(lut[..., :1]), lut[..., :-1]], -1), 0, 255)
     lut = tf.where(step == 0, tf.broadcast_to(bins, tf.shape(lut)), lut)
-    return tf.gather(tf.reshape(tf.cast(lut, tf.uint8), [-1]), index)
+    return kernels.lookup(images, tf.cast(lut, tf.uint8))
 
 
 def invert(images, _=None, u=None):
@@ -108,23 +133,26 @@ def solarize(images, threshold, u=None):
 
 
 def solarize_add(images, addition, u=None, threshold=128):
-    """Pixels < 128 get x + addition, clipped to [0, 255] (exact in int16)."""
-    x = tf.cast(images, tf.int16)
-    out = x + tf.cast(x < threshold, tf.int16) * int(addition)
-    return tf.cast(tf.clip_by_value(out, 0, 255), tf.uint8)
+    """Pixels < 128 get x + addition, clipped to [0, 255] (an integer table)."""
+    values = np.arange(256)
+    table = np.where(values < threshold, np.clip(values + int(addition), 0, 255), values)
+    return kernels.lookup(images, _per_channel(table.astype(np.uint8), tf.shape(images)[0]))
 
 
 def grayscale(images):
     """tf.image.rgb_to_grayscale (uint8 [..., 1]), upstream's degenerate image for Color,
     computed with channel slices instead of a [.., 3] x [3] tensordot (same weights and the same
     float-to-uint8 conversion, x * 255.5 truncated)."""
-    x = tf.cast(images, tf.float32) * (1.0 / 255.0)
-    gray = x[..., 0:1] * 0.2989 + x[..., 1:2] * 0.5870 + x[..., 2:3] * 0.1140
+    def channel(c):
+        return tf.cast(images[..., c:c + 1], tf.float32) * (1.0 / 255.0)
+
+    gray = channel(0) * 0.2989 + channel(1) * 0.5870 + channel(2) * 0.1140
     return tf.cast(tf.clip_by_value(gray * 255.5, 0.0, 255.0), tf.uint8)
 
 
 def color(images, factor, u=None):
-    return blend(grayscale(images), images, factor)
+    """Blend with the grey image (tf.image.rgb_to_grayscale)."""
+    return kernels.pair_lookup(images, grayscale(images), tf.constant(_blend_table(factor)))
 
 
 def contrast(images, factor, u=None, upstream_bug: bool = False):
@@ -132,14 +160,16 @@ def contrast(images, factor, u=None, upstream_bug: bool = False):
     if upstream_bug:  # upstream: sum(histogram) / 256 = pixel count / 256
         pixels = tf.cast(tf.shape(images)[1] * tf.shape(images)[2], tf.float32)
         mean = tf.floor(tf.clip_by_value(pixels / 256.0, 0.0, 255.0))
-        mean = tf.fill([tf.shape(images)[0], 1, 1, 1], mean)
+        mean = tf.fill([tf.shape(images)[0], 1], mean)
     else:
         gray = tf.cast(grayscale(images), tf.float32)
-        mean = tf.floor(tf.reduce_mean(gray, axis=[1, 2, 3], keepdims=True) + 0.5)
-    return blend(mean, images, factor)
+        mean = tf.floor(tf.reduce_mean(gray, axis=[1, 2, 3])[:, None] + 0.5)  # [N, 1]
+    table = blend(mean, tf.range(256, dtype=tf.float32)[None], factor)  # [N, 256]
+    return kernels.lookup(images, _per_channel(table, tf.shape(images)[0]))
 
 
 def brightness(images, factor, u=None):
+    """Blend with black (plain float ops: as fast as a table here)."""
     return blend(tf.zeros([], tf.uint8), images, factor)
 
 
@@ -151,9 +181,7 @@ def sharpness(images, factor, u=None):
     smooth = tf.cast(tf.clip_by_value(smooth, 0.0, 255.0), tf.uint8)
     shape = tf.shape(images)  # (an empty batch comes back from the conv with the wrong shape)
     smooth = tf.reshape(smooth, [shape[0], shape[1] - 2, shape[2] - 2, 3])
-    middle = tf.concat([images[:, 1:-1, :1], smooth, images[:, 1:-1, -1:]], axis=2)
-    degenerate = tf.concat([images[:, :1], middle, images[:, -1:]], axis=1)
-    return blend(degenerate, images, factor)
+    return kernels.inner_pair_lookup(images, smooth, tf.constant(_blend_table(factor)))
 
 
 def level_args(magnitude: float, translate_const: float, cutout_const: float) -> dict:
