@@ -44,9 +44,15 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--classes", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default upstream's 0.016 * batch / 256)")
     p.add_argument("--contenders", default=",".join(CONTENDERS))
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
+
+
+def learning_rate(args) -> float:
+    return args.lr if args.lr is not None else 0.016 * args.batch / 256
 
 
 def timed(step, steps: int, rounds: int, batch: int, sync, losses=None):
@@ -90,7 +96,7 @@ def keras_contender(name: str, args) -> dict:
         model = builder(weights=None, input_shape=(args.size, args.size, 3),
                         classes=args.classes, classifier_activation=None)
     params = model.count_params()
-    opt = TF1RMSprop(0.016 * args.batch / 256)
+    opt = TF1RMSprop(learning_rate(args))
     opt.build(model.trainable_variables)
     rng = np.random.default_rng(0)
     x = jax.device_put(rng.standard_normal((args.batch, args.size, args.size, 3), np.float32))
@@ -142,7 +148,7 @@ def timm_contender(name: str, args) -> dict:
     model = model.cuda().to(memory_format=torch.channels_last)
     params = sum(p.numel() for p in model.parameters())
     # timm's TF-style RMSProp: epsilon inside the root, accumulators starting at 1 (as upstream).
-    opt = timm.optim.RMSpropTF(model.parameters(), lr=0.016 * args.batch / 256, alpha=0.9,
+    opt = timm.optim.RMSpropTF(model.parameters(), lr=learning_rate(args), alpha=0.9,
                                momentum=0.9, eps=1e-3)
     crit = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
     x = torch.randn(args.batch, 3, args.size, args.size, device="cuda").to(
