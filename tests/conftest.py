@@ -21,6 +21,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
+def shared_dir(tmp_path_factory):
+    """A directory this test run's pytest-xdist workers share (the worker's own base directory
+    without xdist): for outputs built once per run (tests.helpers.build_once)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory):
     from noisy_student_tf.data import digits
 

@@ -2,7 +2,10 @@
 and the tools as a user does, a crafted TFRecord length prefix, and stand-in prepared
 tensorflow-datasets datasets."""
 
+import fcntl
+import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -153,3 +156,21 @@ def free_ports(n: int) -> list:
     for sock in socks:
         sock.close()
     return ports
+
+
+def build_once(shared_dir, name: str, build):
+    """build(directory) -> JSON-able result, run once per test run whichever xdist worker asks
+    first; the others wait on a lock and get the stored result. (A module-scoped fixture is
+    rebuilt each time a worker comes back to the module, and once per worker.)"""
+    path = shared_dir / name
+    with open(f"{path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = path / "built.json"
+        if not done.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            path.mkdir()
+            result = build(path)
+            tmp = path / "built.json.tmp"
+            tmp.write_text(json.dumps(result))
+            os.replace(tmp, done)
+        return json.loads(done.read_text())

@@ -3,6 +3,7 @@ this process on loopback, the trainer's pipeline handed to them."""
 
 import collections
 import dataclasses
+import gc
 import glob
 import os
 
@@ -28,6 +29,7 @@ def cluster():
     address = dispatcher.target
     workers = [service.start_worker(address, 0) for _ in range(2)]
     yield address, workers
+    gc.collect()  # release the tests' service iterators first: a worker's stop() waits for them
     for w in workers:
         w.stop()
     dispatcher.stop()
@@ -71,9 +73,12 @@ def test_served_batches_match_the_local_pipeline(cluster, tmp_path, num_workers)
     for a, b in zip(local[:3], served[:3]):
         assert {k: (v.shape, v.dtype) for k, v in a.items()} == \
             {k: (v.shape, v.dtype) for k, v in b.items()}
-    # 240 images from 40 records, labels balanced 10/10/10/10: both pipelines sample them alike
-    np.testing.assert_allclose(label_shares(served), 0.25, atol=0.06)
-    np.testing.assert_allclose(label_shares(local), 0.25, atol=0.06)
+    # 240 images from 40 records, labels balanced 10/10/10/10. Locally that is 6 whole epochs;
+    # served, the two workers' streams are not epoch-aligned (shares 0.20-0.30 over repeated
+    # runs; atol 0.06 failed ~1 run in 3), so only a loose bound here: that every record
+    # arrives about equally often is test_every_file_is_read_by_the_service_workers' check.
+    np.testing.assert_allclose(label_shares(served), 0.25, atol=0.1)
+    np.testing.assert_allclose(label_shares(local), 0.25, atol=0.02)
     # RandAugment (and upstream's extra Cutout) ran on the workers: few images are still flat
     images = np.concatenate([b[keys.IMAGE] for b in served]).reshape(240, -1)
     assert (images == images[:, :1]).all(axis=1).mean() < 0.5
@@ -179,6 +184,9 @@ def test_the_tool_serves_until_stopped(tmp_path):
                                    data_service=address)
         batch = take(pipeline.labeled_train_dataset(colour_files(tmp_path), cfg, 5), 1)[0]
         assert batch[keys.IMAGE].shape == (5, 32, 32, 3)
+        # release the service iterator while the dispatcher still answers (else its clean-up
+        # retries the stopped dispatcher for about a minute at teardown)
+        gc.collect()
     finally:
         for proc in (worker, dispatcher):
             if proc is not None:

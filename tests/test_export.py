@@ -13,24 +13,27 @@ import tensorflow as tf
 from noisy_student_tf import teacher
 from noisy_student_tf.data import preprocess, records
 from tests import pseudo_data
-from tests.helpers import LOOP_TINY, TINY, run_loop, run_main
+from tests.helpers import LOOP_TINY, TINY, build_once, run_loop, run_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory, digits_dir):
-    """Trains 50 steps on digits (eval at the end), then exports in another process."""
-    root = tmp_path_factory.mktemp("export")
-    model_dir, export_dir = str(root / "run"), str(root / "export")
-    common = ["--task_name=digits", f"--label_data_dir={digits_dir}", f"--model_dir={model_dir}",
-              *TINY]
-    run_main(*common, "--mode=train_and_eval", "--train_steps=50", "--iterations_per_loop=25",
-             "--save_checkpoints_steps=50", "--steps_per_eval=50")
-    proc = run_main(*common, "--mode=export", f"--export_dir={export_dir}")
-    assert "serving_default" in proc.stdout
-    return common, model_dir, export_dir
+@pytest.fixture(scope="session")
+def exported(shared_dir, digits_dir):
+    """Trains 50 steps on digits (eval at the end), then exports in another process; once per
+    test run (the tests only read these directories)."""
+    def build(root):
+        model_dir, export_dir = str(root / "run"), str(root / "export")
+        common = ["--task_name=digits", f"--label_data_dir={digits_dir}",
+                  f"--model_dir={model_dir}", *TINY]
+        run_main(*common, "--mode=train_and_eval", "--train_steps=50", "--iterations_per_loop=25",
+                 "--save_checkpoints_steps=50", "--steps_per_eval=50")
+        proc = run_main(*common, "--mode=export", f"--export_dir={export_dir}")
+        assert "serving_default" in proc.stdout
+        return [common, model_dir, export_dir]
+
+    return build_once(shared_dir, "export", build)
 
 
 def _test_images(digits_dir):
