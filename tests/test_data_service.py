@@ -22,17 +22,16 @@ from tests.helpers import assert_one_line_error, run_tool, tiny_config, write_da
 NUM_CLASSES = 4
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cluster():
-    """One dispatcher and two workers (ports chosen by the OS)."""
+    """One dispatcher and two workers (ports chosen by the OS), for the whole test process.
+
+    Not stopped: they end with the process. (Module-scoped and stopped at teardown, a worker's
+    stop() under pytest-xdist sometimes waited ~50 s for a job of an earlier test to end.)"""
     dispatcher = service.start_dispatcher(port=0)
     address = dispatcher.target
     workers = [service.start_worker(address, 0) for _ in range(2)]
     yield address, workers
-    gc.collect()  # release the tests' service iterators first: a worker's stop() waits for them
-    for w in workers:
-        w.stop()
-    dispatcher.stop()
 
 
 def colour_files(directory, num_files=4, per_file=10):
@@ -182,10 +181,11 @@ def test_the_tool_serves_until_stopped(tmp_path):
         assert worker.stdout.readline().startswith(f"worker of {address} serving at")
         cfg = pipeline.InputConfig(image_size=32, num_classes=NUM_CLASSES, small_image=True,
                                    data_service=address)
-        batch = take(pipeline.labeled_train_dataset(colour_files(tmp_path), cfg, 5), 1)[0]
-        assert batch[keys.IMAGE].shape == (5, 32, 32, 3)
+        iterator = iter(pipeline.labeled_train_dataset(colour_files(tmp_path), cfg, 5))
+        assert next(iterator)[keys.IMAGE].shape == (5, 32, 32, 3)
         # release the service iterator while the dispatcher still answers (else its clean-up
-        # retries the stopped dispatcher for about a minute at teardown)
+        # can retry the stopped dispatcher for about a minute)
+        del iterator
         gc.collect()
     finally:
         for proc in (worker, dispatcher):
