@@ -12,9 +12,6 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    # End-to-end tests first (stable order otherwise): with pytest-xdist the long ones then start
-    # early and short unit tests fill the end, instead of one long test running alone at the end.
-    items.sort(key=lambda item: "e2e" not in item.keywords)
     if config.getoption("--runslow") or os.environ.get("RUN_SLOW") == "1":
         return
     skip = pytest.mark.skip(reason="opt-in: pass --runslow or set RUN_SLOW=1")
