@@ -54,7 +54,7 @@ def _check_images(images, rank: int):
 def blend(image1, image2, factor):
     """image1 + factor * (image2 - image1) in float32, cast to uint8 like upstream (truncated;
     clipped to [0, 255], which only matters when extrapolating). Works on any shapes that
-    broadcast; the ops below apply it through tables of its values."""
+    broadcast; Color, Contrast and Sharpness apply it through tables of its values."""
     a = tf.cast(image1, tf.float32)
     temp = a + factor * (tf.cast(image2, tf.float32) - a)
     return tf.cast(tf.clip_by_value(temp, 0.0, 255.0), tf.uint8)
@@ -94,11 +94,8 @@ def autocontrast(images, _=None, u=None):
 
 def equalize(images, _=None, u=None):
     """PIL-style per-channel histogram equalisation (PIL ImageOps.equalize), per image."""
-    shape = tf.shape(images)
-    n, h, w = shape[0], shape[1], shape[2]
-    # bin index image * 768 + channel * 256 + value; the offsets vary along a row [W * 3] only
-    offsets = tf.range(n)[:, None, None] * 768 + tf.tile(tf.constant([0, 256, 512]), [w])
-    index = tf.cast(tf.reshape(images, [n, h, w * 3]), tf.int32) + offsets
+    n = tf.shape(images)[0]
+    index = kernels.table_index(images)  # bin of each value: image * 768 + channel * 256 + value
     hist = tf.reshape(tf.math.bincount(tf.reshape(index, [-1]), minlength=n * 768,
                                        maxlength=n * 768), [n, 3, 256])
     bins = tf.range(256, dtype=hist.dtype)

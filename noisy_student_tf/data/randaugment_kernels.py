@@ -87,9 +87,17 @@ def lookup(images, tables):
     uint8 -> out[n, y, x, c] = tables[n, c, images[n, y, x, c]]."""
     if use_xla(images):
         return _per_image(_lookup_one, images, tables)
-    n = tf.shape(images)[0]
-    offsets = tf.range(n)[:, None, None, None] * 768 + tf.constant([0, 256, 512])
-    return tf.gather(tf.reshape(tables, [-1]), tf.cast(images, tf.int32) + offsets)
+    out = tf.gather(tf.reshape(tables, [-1]), table_index(images))
+    return tf.reshape(out, tf.shape(images))
+
+
+def table_index(images):
+    """int32 [N, H, W * 3]: image * 768 + channel * 256 + value, each pixel's entry in tables
+    [N, 3, 256] flattened (the offsets vary along a row only: no per-pixel broadcast)."""
+    shape = tf.shape(images)
+    n, h, w = shape[0], shape[1], shape[2]
+    offsets = tf.range(n)[:, None, None] * 768 + tf.tile(tf.constant([0, 256, 512]), [w])
+    return tf.cast(tf.reshape(images, [n, h, w * 3]), tf.int32) + offsets
 
 
 def pair_lookup(images, first, table):
